@@ -1,0 +1,281 @@
+//! The JSON document that flows between the plumbing commands. Each step adds or
+//! replaces its own section and passes every other field through untouched, so users
+//! can inspect and edit it with jq between steps. Documented in image-rebase(1).
+
+use crate::digest::Digest;
+use crate::reference::Reference;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Version of the document format; bumped on incompatible changes.
+pub const VERSION: u64 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Document {
+    /// Format version (`1`).
+    pub image_rebase: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_base: Option<ImageSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_base: Option<ImageSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+    /// Fields of other tools or later versions: kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Document {
+            image_rebase: VERSION,
+            image: None,
+            old_base: None,
+            new_base: None,
+            split: None,
+            result: None,
+            pushed: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The three images a rebase reads, by the role they play.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Image,
+    OldBase,
+    NewBase,
+}
+
+impl Role {
+    /// The section's name in the document.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Image => "image",
+            Role::OldBase => "old_base",
+            Role::NewBase => "new_base",
+        }
+    }
+
+    /// The option that fills the section (for messages).
+    pub fn producer(self) -> &'static str {
+        match self {
+            Role::Image => "image-rebase fetch-manifest IMAGE",
+            Role::OldBase => "image-rebase fetch-manifest --as old-base REF",
+            Role::NewBase => "image-rebase fetch-manifest --as new-base REF",
+        }
+    }
+}
+
+/// One fetched image: where it is, its manifest and (after fetch-config) its config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageSection {
+    /// Normalised reference as given, e.g. `127.0.0.1:5000/app:1`.
+    pub reference: String,
+    pub registry: String,
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Digest of the manifest bytes as the registry served them.
+    pub digest: Digest,
+    pub media_type: String,
+    /// Size of the manifest bytes.
+    pub size: u64,
+    pub manifest: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ImageSection {
+    /// `registry/repository`, the name blobs are mounted from.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// `registry/repository@digest`.
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.name(), self.digest)
+    }
+
+    /// The config, or an error saying which step provides it.
+    pub fn config(&self, role: Role) -> Result<&Value> {
+        self.config.as_ref().with_context(|| {
+            format!(
+                "the document's \"{}\" section has no config: run image-rebase fetch-config first",
+                role.key()
+            )
+        })
+    }
+
+    pub fn as_reference(&self) -> Reference {
+        Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: self.tag.clone(),
+            digest: Some(self.digest.clone()),
+        }
+    }
+}
+
+/// Where the image divides into the base part (bottom) and its own part (top).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// How the split was found: `old-base`.
+    pub method: String,
+    /// Layers (and diff_ids) of the image that belong to the old base.
+    pub base_layers: usize,
+    /// History entries of the image that belong to the old base.
+    pub base_history: usize,
+    /// Layers of the image's own part.
+    pub top_layers: usize,
+    /// History entries of the image's own part.
+    pub top_history: usize,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Where a manifest is to be written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    pub registry: String,
+    pub repository: String,
+    /// Tag to write; without one the manifest is pushed by digest only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// The rebased image, before it is pushed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultSection {
+    pub target: Target,
+    pub media_type: String,
+    /// The new manifest. Its config descriptor is recomputed from `config` when pushed.
+    pub manifest: Value,
+    pub config: Value,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What put-manifest wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pushed {
+    /// `registry/repository@digest` of the written manifest.
+    pub reference: String,
+    pub registry: String,
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub config_digest: Digest,
+    /// Blobs made present by a cross-repository mount.
+    pub mounted: Vec<Digest>,
+    /// Blobs that were already in the target repository.
+    pub present: Vec<Digest>,
+    /// Blobs uploaded (only the config: layer data is never uploaded).
+    pub uploaded: Vec<Digest>,
+}
+
+impl Document {
+    pub fn section(&self, role: Role) -> Option<&ImageSection> {
+        match role {
+            Role::Image => self.image.as_ref(),
+            Role::OldBase => self.old_base.as_ref(),
+            Role::NewBase => self.new_base.as_ref(),
+        }
+    }
+
+    pub fn section_mut(&mut self, role: Role) -> &mut Option<ImageSection> {
+        match role {
+            Role::Image => &mut self.image,
+            Role::OldBase => &mut self.old_base,
+            Role::NewBase => &mut self.new_base,
+        }
+    }
+
+    /// The section for `role`, or an error naming the command that provides it.
+    pub fn require(&self, role: Role) -> Result<&ImageSection> {
+        self.section(role).with_context(|| {
+            format!(
+                "the document has no \"{}\" section: add it with `{}`",
+                role.key(),
+                role.producer()
+            )
+        })
+    }
+
+    /// Parses a document, checking its version.
+    pub fn from_json(text: &str) -> Result<Document> {
+        let value: Value = serde_json::from_str(text).context("the input is not valid JSON")?;
+        match value.get("image_rebase").map(|v| v.as_u64()) {
+            None => bail!(
+                "the input is JSON but not an image-rebase document (no \"image_rebase\" version field)"
+            ),
+            Some(Some(VERSION)) => {}
+            Some(other) => bail!(
+                "unsupported document version {}: this image-rebase reads version {VERSION}",
+                other
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(not a number)".into())
+            ),
+        }
+        serde_json::from_value(value).context("the input is not a valid image-rebase document")
+    }
+
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a document always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let text = r#"{"image_rebase":1,"mine":{"a":1},"split":{"method":"old-base","base_layers":1,"base_history":2,"top_layers":1,"top_history":1,"note":"x"}}"#;
+        let doc = Document::from_json(text).unwrap();
+        let back: Value = serde_json::from_str(&doc.to_json()).unwrap();
+        assert_eq!(back["mine"]["a"], 1);
+        assert_eq!(back["split"]["note"], "x");
+    }
+
+    #[test]
+    fn version_and_shape_are_checked() {
+        assert!(
+            Document::from_json("{")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
+        assert!(
+            Document::from_json("{}")
+                .unwrap_err()
+                .to_string()
+                .contains("not an image-rebase document")
+        );
+        assert!(
+            Document::from_json(r#"{"image_rebase":9}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
+        let err = format!(
+            "{:#}",
+            Document::from_json(r#"{"image_rebase":1,"split":{"method":1}}"#).unwrap_err()
+        );
+        assert!(err.contains("not a valid image-rebase document"), "{err}");
+    }
+}

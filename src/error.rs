@@ -1,0 +1,33 @@
+//! Exit statuses and the error kinds that map to them.
+
+use std::fmt;
+
+/// Exit status: done.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the image is not based on the given old base (or fails the layer and
+/// history consistency checks), so it cannot be split.
+pub const EXIT_NOT_BASED: u8 = 1;
+/// Exit status: any other error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// The image cannot be split at the given base. Carried in an `anyhow::Error` chain and
+/// turned into exit status 1 by `main`.
+#[derive(Debug)]
+pub struct NotBased(pub String);
+
+impl fmt::Display for NotBased {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotBased {}
+
+/// The exit status for an error: 1 when any error in its chain is `NotBased`.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<NotBased>()) {
+        EXIT_NOT_BASED
+    } else {
+        EXIT_ERROR
+    }
+}

@@ -1,0 +1,16 @@
+//! image-rebase: rebase container images in a registry by writing only a new config and
+//! manifest. The binary's subcommands are thin wrappers around `cmd`; the pure logic
+//! lives in `split`, `splice` and `image`, the wire in `registry`.
+
+pub mod cli;
+pub mod cmd;
+pub mod digest;
+pub mod doc;
+pub mod error;
+pub mod image;
+pub mod io;
+pub mod media;
+pub mod reference;
+pub mod registry;
+pub mod splice;
+pub mod split;

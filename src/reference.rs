@@ -1,0 +1,341 @@
+//! Image references, parsed and normalised the way Docker does it:
+//! `[registry[:port]/]repository[:tag][@sha256:...]`, `docker.io` and `library/` by
+//! default, `latest` when neither tag nor digest is given.
+
+use crate::digest::Digest;
+use anyhow::{Context, Result, bail};
+use std::fmt;
+
+pub const DOCKER_HUB: &str = "docker.io";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// Registry as users write it (`docker.io`, `127.0.0.1:5000`, `[::1]:5000`).
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl Reference {
+    /// Parses `input`; a name without a registry host gets `default_registry`
+    /// (Docker Hub when `None`).
+    pub fn parse_with_default(input: &str, default_registry: Option<&str>) -> Result<Reference> {
+        parse(input, default_registry).with_context(|| format!("invalid image reference {input:?}"))
+    }
+
+    pub fn parse(input: &str) -> Result<Reference> {
+        Reference::parse_with_default(input, None)
+    }
+
+    /// The tag or digest to put in `/v2/<repo>/manifests/<this>`; a digest wins.
+    pub fn manifest_ref(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+
+    /// `registry/repository` with neither tag nor digest.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// `registry/repository@digest`.
+    pub fn with_digest(&self, digest: &Digest) -> String {
+        format!("{}@{}", self.name(), digest)
+    }
+
+    /// Whether the registry is on this machine's loopback (plain HTTP is fine there).
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.registry)
+    }
+}
+
+/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+pub fn is_loopback_host(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse(input: &str, default_registry: Option<&str>) -> Result<Reference> {
+    if input.is_empty() {
+        bail!("empty reference");
+    }
+    if input.contains("://") {
+        bail!("a reference has no scheme: write host/repository:tag, not a URL");
+    }
+    let (rest, digest) = match input.split_once('@') {
+        Some((rest, d)) => (rest, Some(d.parse::<Digest>()?)),
+        None => (input, None),
+    };
+    // The first component is a registry host when it looks like one.
+    let (registry, remainder) = match rest.split_once('/') {
+        Some((first, remainder))
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.starts_with('[') =>
+        {
+            (first.to_string(), remainder)
+        }
+        _ => (default_registry.unwrap_or(DOCKER_HUB).to_string(), rest),
+    };
+    let registry = normalise_registry(&registry)?;
+    let (repository, tag) = match remainder.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_string())),
+        _ => (remainder, None),
+    };
+    let mut repository = repository.to_string();
+    if registry == DOCKER_HUB && !repository.contains('/') {
+        repository = format!("library/{repository}");
+    }
+    validate_repository(&repository)?;
+    if let Some(t) = &tag {
+        validate_tag(t)?;
+    }
+    let tag = if tag.is_none() && digest.is_none() {
+        Some("latest".to_string())
+    } else {
+        tag
+    };
+    Ok(Reference {
+        registry,
+        repository,
+        tag,
+        digest,
+    })
+}
+
+fn normalise_registry(registry: &str) -> Result<String> {
+    if registry.is_empty() {
+        bail!("empty registry host");
+    }
+    if registry.chars().any(|c| c.is_whitespace() || c == '/') {
+        bail!("invalid registry host {registry:?}");
+    }
+    if registry.starts_with('[') && !registry.contains(']') {
+        bail!("invalid registry host {registry:?}: unclosed '[' around an IPv6 address");
+    }
+    Ok(match registry {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        other => other.to_string(),
+    })
+}
+
+fn validate_repository(repository: &str) -> Result<()> {
+    if repository.is_empty() {
+        bail!("empty repository name");
+    }
+    for component in repository.split('/') {
+        let ok = !component.is_empty()
+            && component
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && component
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && component
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            bail!(
+                "invalid repository name {repository:?}: components are lowercase letters, digits \
+                 and . _ - separators, starting and ending with a letter or digit"
+            );
+        }
+    }
+    if repository.len() > 255 {
+        bail!("repository name is longer than 255 characters");
+    }
+    Ok(())
+}
+
+fn validate_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        bail!("invalid tag {tag:?}: up to 128 letters, digits, _ . -, not starting with . or -");
+    }
+    Ok(())
+}
+
+/// Checks a tag given on its own (e.g. `--tag`).
+pub fn check_tag(tag: &str) -> Result<()> {
+    validate_tag(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn normalises_like_docker() {
+        let d = D;
+        let cases: &[(&str, &str, &str, Option<&str>, bool)] = &[
+            // input, registry, repository, tag, has digest
+            (
+                "ubuntu",
+                "docker.io",
+                "library/ubuntu",
+                Some("latest"),
+                false,
+            ),
+            (
+                "ubuntu:22.04",
+                "docker.io",
+                "library/ubuntu",
+                Some("22.04"),
+                false,
+            ),
+            (
+                "bitnami/nginx",
+                "docker.io",
+                "bitnami/nginx",
+                Some("latest"),
+                false,
+            ),
+            (
+                "docker.io/ubuntu",
+                "docker.io",
+                "library/ubuntu",
+                Some("latest"),
+                false,
+            ),
+            (
+                "index.docker.io/library/ubuntu:1",
+                "docker.io",
+                "library/ubuntu",
+                Some("1"),
+                false,
+            ),
+            (
+                "127.0.0.1:5000/app:1",
+                "127.0.0.1:5000",
+                "app",
+                Some("1"),
+                false,
+            ),
+            ("localhost/app", "localhost", "app", Some("latest"), false),
+            (
+                "localhost:5000/a/b/c:v-1.2_3",
+                "localhost:5000",
+                "a/b/c",
+                Some("v-1.2_3"),
+                false,
+            ),
+            ("[::1]:5000/app:2", "[::1]:5000", "app", Some("2"), false),
+            ("[::1]/app", "[::1]", "app", Some("latest"), false),
+            (
+                "reg.example/app",
+                "reg.example",
+                "app",
+                Some("latest"),
+                false,
+            ),
+            (
+                "reg.example:443/team/app@D",
+                "reg.example:443",
+                "team/app",
+                None,
+                true,
+            ),
+            ("reg.example/app:1@D", "reg.example", "app", Some("1"), true),
+            ("app@D", "docker.io", "library/app", None, true),
+        ];
+        for (input, registry, repository, tag, has_digest) in cases {
+            let input = input.replace('D', d);
+            let r = Reference::parse(&input).unwrap_or_else(|e| panic!("{input}: {e:#}"));
+            assert_eq!(r.registry, *registry, "{input}");
+            assert_eq!(r.repository, *repository, "{input}");
+            assert_eq!(r.tag.as_deref(), *tag, "{input}");
+            assert_eq!(r.digest.is_some(), *has_digest, "{input}");
+        }
+    }
+
+    #[test]
+    fn default_registry_applies_to_names_without_host() {
+        let r = Reference::parse_with_default("myimage:tag", Some("localhost:5000")).unwrap();
+        assert_eq!(r.to_string(), "localhost:5000/myimage:tag");
+        let r = Reference::parse_with_default("other.example/x", Some("localhost:5000")).unwrap();
+        assert_eq!(r.registry, "other.example");
+    }
+
+    #[test]
+    fn rejects_bad_references() {
+        for bad in [
+            "",
+            "UPPER/case",
+            "app:",
+            "app:-x",
+            "app@sha256:123",
+            "app@md5:abc",
+            "https://reg.example/app",
+            "reg.example/",
+            "reg.example//app",
+            "a/-b",
+            "[::1:5000/app",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "127.0.0.1:5000/app:1",
+            "docker.io/library/ubuntu:latest",
+            &format!("[::1]:5000/a/b@{D}"),
+        ] {
+            assert_eq!(Reference::parse(s).unwrap().to_string(), *s);
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (host, want) in [
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("localhost:80", true),
+            ("[::1]:5000", true),
+            ("reg.example", false),
+            ("10.0.0.1:5000", false),
+            ("localhost.example", false),
+        ] {
+            assert_eq!(is_loopback_host(host), want, "{host}");
+        }
+    }
+}

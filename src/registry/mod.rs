@@ -1,0 +1,251 @@
+//! The registry client: the distribution API calls a rebase needs, over one ureq agent
+//! whose connections are reused. Everything fetched is verified against its digest and
+//! kept as the exact bytes that were hashed.
+
+mod transport;
+
+pub use transport::{Options, Transport};
+
+use crate::digest::Digest;
+use crate::media;
+use crate::reference::Reference;
+use anyhow::{Context, Result, bail};
+
+/// Largest manifest or config accepted.
+pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A manifest as the registry served it.
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// What a cross-repository mount did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mount {
+    Mounted,
+    NotMounted,
+}
+
+pub struct Client {
+    transport: Transport,
+}
+
+impl Client {
+    pub fn new(options: Options) -> Result<Client> {
+        Ok(Client {
+            transport: Transport::new(options)?,
+        })
+    }
+
+    /// GETs a manifest by tag or digest, checks its digest and size, and works out its
+    /// media type (the `mediaType` field, else the Content-Type header).
+    pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
+        let url = self.transport.url(
+            &r.registry,
+            &format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+        )?;
+        let resp = self
+            .transport
+            .send("GET", &url, &[("Accept", media::MANIFEST_ACCEPT)], None)?;
+        if resp.status() != 200 {
+            return Err(transport::status_error(
+                resp,
+                "the registry refused the manifest request",
+            ));
+        }
+        let content_type = resp.header("Content-Type").unwrap_or("").to_string();
+        let header_digest = resp.header("Docker-Content-Digest").map(str::to_string);
+        let bytes = transport::read_limited(resp, MAX_JSON_BYTES, "manifest")?;
+        let digest = Digest::of(&bytes);
+        if let Some(expected) = &r.digest {
+            expected.verify(&bytes, "manifest")?;
+        }
+        if let Some(h) = header_digest
+            .as_deref()
+            .and_then(|h| h.parse::<Digest>().ok())
+        {
+            if h != digest {
+                bail!(
+                    "the registry sent a manifest whose bytes hash to {digest} but said its digest is {h}"
+                );
+            }
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).context("the manifest is not valid JSON")?;
+        let media_type = match json.get("mediaType").and_then(|m| m.as_str()) {
+            Some(m) => m.to_string(),
+            None => {
+                let ct = content_type
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                if ct.is_empty() || ct == "application/json" {
+                    // Untyped OCI manifests (umoci writes them) still declare schemaVersion 2.
+                    if json.get("manifests").is_some() {
+                        media::OCI_INDEX
+                    } else {
+                        media::OCI_MANIFEST
+                    }
+                    .to_string()
+                } else {
+                    ct
+                }
+            }
+        };
+        Ok(Fetched {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// GETs a blob of at most `limit` bytes and checks it against its digest.
+    pub fn fetch_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let url = self
+            .transport
+            .url(registry, &format!("/v2/{repository}/blobs/{digest}"))?;
+        let resp = self.transport.send("GET", &url, &[], None)?;
+        if resp.status() != 200 {
+            return Err(transport::status_error(
+                resp,
+                "the registry refused the blob request",
+            ));
+        }
+        let bytes = transport::read_limited(resp, limit, "blob")?;
+        digest.verify(&bytes, "blob")?;
+        Ok(bytes)
+    }
+
+    /// Whether the repository has the blob (HEAD).
+    pub fn blob_exists(&self, registry: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        let url = self
+            .transport
+            .url(registry, &format!("/v2/{repository}/blobs/{digest}"))?;
+        let resp = self.transport.send("HEAD", &url, &[], None)?;
+        match resp.status() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(transport::status_error(
+                resp,
+                "the registry refused the blob check",
+            )),
+        }
+    }
+
+    /// Asks the registry to mount a blob of repository `from` into `repository`.
+    /// On 202 the registry opened an upload session instead: it is cancelled.
+    pub fn mount_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<Mount> {
+        let url = self.transport.url(
+            registry,
+            &format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}"),
+        )?;
+        let resp = self
+            .transport
+            .send("POST", &url, &[("Content-Length", "0")], Some(b""))?;
+        match resp.status() {
+            201 => Ok(Mount::Mounted),
+            202 => {
+                if let Some(location) = resp.header("Location") {
+                    let location = self.transport.resolve(registry, location)?;
+                    // Best effort: an abandoned session expires on its own anyway.
+                    let _ = self.transport.send("DELETE", &location, &[], None);
+                }
+                Ok(Mount::NotMounted)
+            }
+            _ => Err(transport::status_error(
+                resp,
+                "the registry refused the blob mount",
+            )),
+        }
+    }
+
+    /// Uploads a small blob in one request (POST for a session, then PUT with the digest).
+    pub fn upload_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let url = self
+            .transport
+            .url(registry, &format!("/v2/{repository}/blobs/uploads/"))?;
+        let resp = self
+            .transport
+            .send("POST", &url, &[("Content-Length", "0")], Some(b""))?;
+        if resp.status() != 202 {
+            return Err(transport::status_error(
+                resp,
+                "the registry refused to start an upload",
+            ));
+        }
+        let location = resp
+            .header("Location")
+            .context("the registry started an upload without a Location")?;
+        let mut location = self.transport.resolve(registry, location)?;
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(&format!("digest={digest}"));
+        let resp = self.transport.send(
+            "PUT",
+            &location,
+            &[("Content-Type", "application/octet-stream")],
+            Some(bytes),
+        )?;
+        if resp.status() != 201 {
+            return Err(transport::status_error(
+                resp,
+                "the registry refused the upload",
+            ));
+        }
+        Ok(())
+    }
+
+    /// PUTs a manifest under a tag or its digest; returns the digest the registry reports.
+    pub fn put_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest> {
+        let url = self
+            .transport
+            .url(registry, &format!("/v2/{repository}/manifests/{reference}"))?;
+        let resp =
+            self.transport
+                .send("PUT", &url, &[("Content-Type", media_type)], Some(bytes))?;
+        if resp.status() != 201 {
+            return Err(transport::status_error(
+                resp,
+                "the registry refused the manifest",
+            ));
+        }
+        let ours = Digest::of(bytes);
+        if let Some(h) = resp
+            .header("Docker-Content-Digest")
+            .and_then(|h| h.parse::<Digest>().ok())
+        {
+            if h != ours {
+                bail!("the registry stored the manifest as {h} but its bytes hash to {ours}");
+            }
+        }
+        Ok(ours)
+    }
+}

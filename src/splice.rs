@@ -1,0 +1,227 @@
+//! Building the rebased manifest and config from the image's top part and the new base.
+//! Pure logic: JSON in, JSON and bytes out.
+
+use crate::digest::Digest;
+use crate::doc::Split;
+use crate::image;
+use crate::media::Family;
+use crate::split::Parts;
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// The new manifest and config: new base's layers, diff_ids and history, then the
+/// image's own. The image's other manifest and config fields are kept; layer media types
+/// are converted to the image's family so Docker and OCI types never mix.
+pub fn splice(
+    image: Parts,
+    image_media_type: &str,
+    new_base: Parts,
+    split: &Split,
+) -> Result<(Value, Value)> {
+    let family = Family::of_manifest(image_media_type).context("the image")?;
+    image::check_consistent("the new base", new_base.manifest, new_base.config)?;
+
+    let image_layers = image::layers(image.manifest)?;
+    let image_diff_ids = image::diff_ids(image.config)?;
+    let image_history = image::history(image.config);
+    if split.base_layers > image_layers.len() || split.base_layers > image_diff_ids.len() {
+        bail!(
+            "the split says the base has {} layers but the image has only {}",
+            split.base_layers,
+            image_layers.len()
+        );
+    }
+    if let Some(h) = image_history {
+        if split.base_history > h.len() {
+            bail!(
+                "the split says the base has {} history entries but the image has only {}",
+                split.base_history,
+                h.len()
+            );
+        }
+        let top_non_empty = image::non_empty_count(&h[split.base_history..]);
+        if top_non_empty != image_layers.len() - split.base_layers {
+            bail!(
+                "the split does not divide the image consistently: its top part has {} layers but {} \
+                 history entries that created a layer",
+                image_layers.len() - split.base_layers,
+                top_non_empty
+            );
+        }
+    }
+
+    let mut layers = Vec::new();
+    for layer in image::layers(new_base.manifest)?
+        .iter()
+        .chain(&image_layers[split.base_layers..])
+    {
+        layers.push(convert_descriptor(layer, family)?);
+    }
+    let mut manifest = image.manifest.clone();
+    manifest["layers"] = Value::Array(layers);
+    manifest["config"]["mediaType"] = json!(family.config_type());
+
+    let mut diff_ids = image::diff_ids(new_base.config)?.clone();
+    diff_ids.extend(image_diff_ids[split.base_layers..].iter().cloned());
+    let mut config = image.config.clone();
+    image::object_mut(&mut config, "rootfs")?.insert("diff_ids".into(), Value::Array(diff_ids));
+    if let Some(h) = image_history {
+        let mut history = match image::history(new_base.config) {
+            Some(base_history) => base_history.clone(),
+            // Keep the invariant: one non-empty entry for each of the base's layers.
+            None => (0..image::layers(new_base.manifest)?.len())
+                .map(|_| json!({"comment": "layer of the new base (which has no history)"}))
+                .collect(),
+        };
+        history.extend(h[split.base_history..].iter().cloned());
+        config["history"] = Value::Array(history);
+    }
+    Ok((manifest, config))
+}
+
+/// A layer descriptor with its media type in `family`; annotations dropped for Docker.
+fn convert_descriptor(layer: &Value, family: Family) -> Result<Value> {
+    let mut layer = layer.clone();
+    let media_type = layer
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .context("a layer descriptor has no mediaType")?;
+    let converted = family.layer_type(media_type)?;
+    let changed = converted != media_type;
+    let obj = layer
+        .as_object_mut()
+        .context("a layer descriptor is not a JSON object")?;
+    if changed && family == Family::Docker {
+        obj.remove("annotations");
+    }
+    obj.insert("mediaType".into(), json!(converted));
+    Ok(layer)
+}
+
+/// The bytes to push: the config serialised, the manifest's config descriptor pointed at
+/// it, and the manifest serialised. Deterministic: the same JSON gives the same bytes.
+pub struct Finalized {
+    pub config_bytes: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_digest: Digest,
+}
+
+pub fn finalize(manifest: &Value, config: &Value) -> Result<Finalized> {
+    let config_bytes = serde_json::to_vec(config)?;
+    let config_digest = Digest::of(&config_bytes);
+    let mut manifest = manifest.clone();
+    let descriptor = image::object_mut(&mut manifest, "config").context("the result manifest")?;
+    descriptor.insert("digest".into(), json!(config_digest));
+    descriptor.insert("size".into(), json!(config_bytes.len()));
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    let manifest_digest = Digest::of(&manifest_bytes);
+    Ok(Finalized {
+        config_bytes,
+        config_digest,
+        manifest_bytes,
+        manifest_digest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{DOCKER_MANIFEST, OCI_MANIFEST};
+    use crate::split::{by_old_base, tests::img};
+
+    fn parts(i: &(Value, Value)) -> Parts<'_> {
+        Parts {
+            manifest: &i.0,
+            config: &i.1,
+        }
+    }
+
+    #[test]
+    fn result_equals_the_app_built_on_the_new_base() {
+        let v1 = img(&["a", "b"], &["add a", "cmd#", "add b"]);
+        let v2 = img(&["c"], &["add c", "cmd2#"]);
+        let app_on_v1 = img(
+            &["a", "b", "x", "y"],
+            &["add a", "cmd#", "add b", "label#", "add x", "add y"],
+        );
+        let app_on_v2 = img(
+            &["c", "x", "y"],
+            &["add c", "cmd2#", "label#", "add x", "add y"],
+        );
+        let split = by_old_base(parts(&app_on_v1), parts(&v1)).unwrap();
+        let (manifest, config) =
+            splice(parts(&app_on_v1), OCI_MANIFEST, parts(&v2), &split).unwrap();
+        assert_eq!(manifest["layers"], app_on_v2.0["layers"]);
+        assert_eq!(config["rootfs"], app_on_v2.1["rootfs"]);
+        assert_eq!(config["history"], app_on_v2.1["history"]);
+        // Other fields kept.
+        assert_eq!(config["config"], app_on_v1.1["config"]);
+        image::check_consistent("result", &manifest, &config).unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_survive() {
+        let v1 = img(&["a"], &["add a"]);
+        let v2 = img(&["c"], &["add c"]);
+        let mut app = img(&["a", "x"], &["add a", "add x"]);
+        app.0["annotations"] = json!({"k": "v"});
+        app.0["x-unknown"] = json!(1);
+        app.1["x-unknown"] = json!({"z": 2});
+        app.1["created"] = json!("2020-01-01T00:00:00Z");
+        let split = by_old_base(parts(&app), parts(&v1)).unwrap();
+        let (m, c) = splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).unwrap();
+        assert_eq!(m["annotations"]["k"], "v");
+        assert_eq!(m["x-unknown"], 1);
+        assert_eq!(c["x-unknown"]["z"], 2);
+        assert_eq!(c["created"], "2020-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn docker_image_on_oci_base_gets_docker_types_only() {
+        let v1 = img(&["a"], &["add a"]);
+        let v2 = img(&["c"], &["add c"]);
+        let mut app = img(&["a", "x"], &["add a", "add x"]);
+        for l in app.0["layers"].as_array_mut().unwrap() {
+            l["mediaType"] = json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+        }
+        let split = by_old_base(parts(&app), parts(&v1)).unwrap();
+        let (m, _) = splice(parts(&app), DOCKER_MANIFEST, parts(&v2), &split).unwrap();
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(
+                l["mediaType"],
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            );
+        }
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.docker.container.image.v1+json"
+        );
+    }
+
+    #[test]
+    fn refuses_a_split_that_does_not_fit() {
+        let v2 = img(&["c"], &["add c"]);
+        let app = img(&["a", "x"], &["add a", "add x"]);
+        let mut split = by_old_base(parts(&app), parts(&img(&["a"], &["add a"]))).unwrap();
+        split.base_history = 0;
+        assert!(splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).is_err());
+        split.base_layers = 5;
+        assert!(splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).is_err());
+    }
+
+    #[test]
+    fn finalize_points_the_manifest_at_the_config() {
+        let app = img(&["a"], &["add a"]);
+        let f = finalize(&app.0, &app.1).unwrap();
+        let m: Value = serde_json::from_slice(&f.manifest_bytes).unwrap();
+        assert_eq!(m["config"]["digest"], f.config_digest.as_str());
+        assert_eq!(m["config"]["size"], f.config_bytes.len());
+        assert_eq!(f.manifest_digest, Digest::of(&f.manifest_bytes));
+        // Deterministic.
+        assert_eq!(
+            finalize(&app.0, &app.1).unwrap().manifest_digest,
+            f.manifest_digest
+        );
+    }
+}
