@@ -37,8 +37,7 @@ pub fn read_document(command: &str, optional: bool) -> Result<Document> {
             "{command} needs the JSON document of the previous step on stdin, and stdin was empty"
         );
     }
-    Document::from_json(&text)
-        .with_context(|| format!("reading the document on stdin of {command}"))
+    Document::from_json(&text).context("reading the document from stdin")
 }
 
 /// Writes the document as one line of JSON.

@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 pub fn step(client: &Client, doc: &mut Document) -> Result<()> {
     doc.require(Role::Image)?;
     for role in [Role::Image, Role::OldBase, Role::NewBase] {
-        if let Some(section) = doc.section_mut(role).as_mut() {
-            if section.config.is_none() {
-                let config = fetch(client, section)
-                    .with_context(|| format!("fetching config of {}", section.reference))?;
-                section.config = Some(config);
-            }
+        if let Some(section) = doc.section_mut(role).as_mut()
+            && section.config.is_none()
+        {
+            let config = fetch(client, section)
+                .with_context(|| format!("fetching config of {}", section.reference))?;
+            section.config = Some(config);
         }
     }
     Ok(())

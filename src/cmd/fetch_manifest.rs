@@ -7,9 +7,8 @@ use serde_json::Map;
 
 /// Fetches the manifest of `reference` into the section for `role`. Sections derived
 /// from the old contents (split, result, pushed) are dropped.
-pub fn step(client: &Client, doc: &mut Document, role: Role, reference: &str) -> Result<()> {
-    let r = Reference::parse(reference)?;
-    let section = fetch(client, &r).with_context(|| format!("fetching manifest {r}"))?;
+pub fn step(client: &Client, doc: &mut Document, role: Role, r: &Reference) -> Result<()> {
+    let section = fetch(client, r).with_context(|| format!("fetching manifest {r}"))?;
     *doc.section_mut(role) = Some(section);
     doc.split = None;
     doc.result = None;

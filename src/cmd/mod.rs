@@ -11,6 +11,7 @@ pub mod split_history;
 
 use crate::cli::{Cli, Command, Global};
 use crate::io::{read_document, write_document};
+use crate::reference::Reference;
 use crate::registry::{Client, Options};
 use anyhow::Result;
 use std::io::Write;
@@ -27,8 +28,9 @@ pub fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::FetchManifest(args) => {
+            let reference = Reference::parse(&args.reference)?;
             let mut doc = read_document("fetch-manifest", true)?;
-            fetch_manifest::step(&client(g)?, &mut doc, args.role, &args.reference)?;
+            fetch_manifest::step(&client(g)?, &mut doc, args.role, &reference)?;
             write_document(&doc, out)
         }
         Command::FetchConfig => {

@@ -65,12 +65,11 @@ impl Client {
         if let Some(h) = header_digest
             .as_deref()
             .and_then(|h| h.parse::<Digest>().ok())
+            && h != digest
         {
-            if h != digest {
-                bail!(
-                    "the registry sent a manifest whose bytes hash to {digest} but said its digest is {h}"
-                );
-            }
+            bail!(
+                "the registry sent a manifest whose bytes hash to {digest} but said its digest is {h}"
+            );
         }
         let json: serde_json::Value =
             serde_json::from_slice(&bytes).context("the manifest is not valid JSON")?;
@@ -241,10 +240,9 @@ impl Client {
         if let Some(h) = resp
             .header("Docker-Content-Digest")
             .and_then(|h| h.parse::<Digest>().ok())
+            && h != ours
         {
-            if h != ours {
-                bail!("the registry stored the manifest as {h} but its bytes hash to {ours}");
-            }
+            bail!("the registry stored the manifest as {h} but its bytes hash to {ours}");
         }
         Ok(ours)
     }

@@ -94,7 +94,13 @@ impl Transport {
 }
 
 fn transport_message(t: &ureq::Transport) -> String {
-    let mut msg = t.to_string();
+    let mut msg = t.kind().to_string();
+    if let Some(m) = t.message() {
+        msg.push_str(&format!(": {m}"));
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        msg.push_str(&format!(": {source}"));
+    }
     if matches!(
         t.kind(),
         ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
@@ -109,10 +115,9 @@ pub fn read_limited(resp: ureq::Response, limit: u64, what: &str) -> Result<Vec<
     if let Some(len) = resp
         .header("Content-Length")
         .and_then(|l| l.parse::<u64>().ok())
+        && len > limit
     {
-        if len > limit {
-            bail!("the {what} is {len} bytes, more than the {limit} bytes accepted");
-        }
+        bail!("the {what} is {len} bytes, more than the {limit} bytes accepted");
     }
     let mut bytes = Vec::new();
     resp.into_reader().take(limit + 1).read_to_end(&mut bytes)?;
