@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
     name = "image-rebase",
     version,
     about = "Rebase container images in a registry onto a new base, writing only a new config and manifest",
-    after_help = "Exit status: 0 done, 1 the image is not based on the given old base, 2 any other error.\n\
+    after_help = "Exit status: 0 done (or already up to date), 1 the image is not based on the given old base \
+                  (or its base cannot be found), 2 any other error.\n\
                   See image-rebase(1) and image-rebase-<command>(1)."
 )]
 pub struct Cli {
@@ -26,6 +27,9 @@ pub struct Global {
     /// Allow plain HTTP to registries that are not on loopback
     #[arg(long, global = true)]
     pub insecure: bool,
+    /// Default registry for references without a registry host (instead of docker.io)
+    #[arg(long, global = true, value_name = "HOST[:PORT]")]
+    pub registry: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,42 +39,81 @@ pub enum Command {
     /// Fetch the config of every image in the document (plumbing)
     FetchConfig,
     /// Find where the image divides into its base and its own part (plumbing)
-    SplitHistory,
+    SplitHistory(SplitArgs),
     /// Build the rebased manifest and config (plumbing)
     Splice,
     /// Push the rebased image: mount blobs, upload the config, put the manifest (plumbing)
-    PutManifest(PutManifestArgs),
+    PutManifest(PutArgs),
     /// Rebase an image onto a new base in one step (porcelain)
     Rebase(RebaseArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct FetchManifestArgs {
-    /// The image reference: [registry/]repository[:tag][@sha256:digest]
-    pub reference: String,
+    /// The image reference: [registry/]repository[:tag][@sha256:digest]. For --as old-base
+    /// and --as new-base it may be left out: it is then found in the image (annotations,
+    /// then the label)
+    pub reference: Option<String>,
     /// The role of this image in the rebase
     #[arg(long = "as", value_enum, default_value = "image")]
     pub role: Role,
+    /// The label that names the new base when no reference is given
+    #[arg(long, value_name = "NAME", default_value = "FROM")]
+    pub label: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SplitArgs {
+    /// Without an old base: split at the history entry that set this label
+    #[arg(long, value_name = "NAME", default_value = "FROM")]
+    pub label: String,
+    /// Keep the top N history entries (as docker history counts them) and replace the rest
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PushArgs {
+    /// Tag to write (default: the image's own tag; by digest only when it was given by digest)
+    #[arg(short, long)]
+    pub tag: Option<String>,
+    /// Overwrite a tag that holds an image which is neither this image nor a rebase of it
+    #[arg(short, long)]
+    pub force: bool,
+    /// Do everything but write: check which blobs are present, mount and upload nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct PutManifestArgs {
-    /// Tag to write (default: the image's own tag; by digest only when it has none)
-    #[arg(short, long)]
-    pub tag: Option<String>,
+pub struct PutArgs {
+    #[command(flatten)]
+    pub push: PushArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RebaseArgs {
     /// The image to rebase: [registry/]repository[:tag][@sha256:digest]
     pub image: String,
-    /// The base the image is built on now
-    #[arg(long)]
-    pub old_base: String,
-    /// The base to put under the image instead
-    #[arg(long)]
-    pub new_base: String,
-    /// Tag to write (default: the image's own tag; by digest only when it has none)
-    #[arg(short, long)]
-    pub tag: Option<String>,
+    /// The base the image is built on now (default: from the image's annotations, or
+    /// the split is found by label or --layers)
+    #[arg(
+        long,
+        visible_alias = "from-base",
+        alias = "old_base",
+        value_name = "REF"
+    )]
+    pub old_base: Option<String>,
+    /// The base to put under the image (default: the annotation base.name, else the label)
+    #[arg(
+        long,
+        visible_alias = "to-base",
+        alias = "new_base",
+        value_name = "REF"
+    )]
+    pub new_base: Option<String>,
+    #[command(flatten)]
+    pub split: SplitArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
 }

@@ -92,6 +92,9 @@ pub struct ImageSection {
     pub manifest: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
+    /// How the reference was found: `argument`, `annotation` or `label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -130,7 +133,7 @@ impl ImageSection {
 /// Where the image divides into the base part (bottom) and its own part (top).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
-    /// How the split was found: `old-base`.
+    /// How the split was found: `old-base`, `label` or `layers`.
     pub method: String,
     /// Layers (and diff_ids) of the image that belong to the old base.
     pub base_layers: usize,
@@ -140,6 +143,9 @@ pub struct Split {
     pub top_layers: usize,
     /// History entries of the image's own part.
     pub top_history: usize,
+    /// The image is already on the new base: there is nothing to rebase.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub up_to_date: bool,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -162,6 +168,21 @@ pub struct ResultSection {
     /// The new manifest. Its config descriptor is recomputed from `config` when pushed.
     pub manifest: Value,
     pub config: Value,
+    /// The image is already on the new base: `manifest` and `config` are the image's own,
+    /// and put-manifest writes its original bytes (only when the target is another tag).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub up_to_date: bool,
+    /// Fields whose value now comes from the new base and differs from the image's
+    /// (`os`, `config.Env.PATH`, `config.Labels.version`, ...).
+    #[serde(default)]
+    pub from_new_base: Vec<String>,
+    /// Fields the image's history could not attribute to the image or its old base; the
+    /// image's value was kept.
+    #[serde(default)]
+    pub unattributed: Vec<String>,
+    /// Things the user should know (printed on stderr by splice and rebase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -185,6 +206,13 @@ pub struct Pushed {
     pub present: Vec<Digest>,
     /// Blobs uploaded (only the config: layer data is never uploaded).
     pub uploaded: Vec<Digest>,
+    /// Nothing was written: the target already held this manifest, or (with `dry_run`)
+    /// writing was not asked for.
+    #[serde(default)]
+    pub unchanged: bool,
+    /// A dry run: `mounted` and `uploaded` list what would be done; nothing was written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl Document {

@@ -4,12 +4,15 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod detect;
 pub mod digest;
 pub mod doc;
 pub mod error;
+pub mod history;
 pub mod image;
 pub mod io;
 pub mod media;
+pub mod merge;
 pub mod reference;
 pub mod registry;
 pub mod splice;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    match image_rebase::cmd::run(cli, &mut out) {
+    let mut err = std::io::stderr().lock();
+    match image_rebase::cmd::run(cli, &mut out, &mut err) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),
         Err(err) => {

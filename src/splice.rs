@@ -5,19 +5,38 @@ use crate::digest::Digest;
 use crate::doc::Split;
 use crate::image;
 use crate::media::Family;
+use crate::merge::{self, Ancestor, Report};
 use crate::split::Parts;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+/// The new base as the result records it: its normalised reference and manifest digest.
+pub struct BaseInfo<'a> {
+    pub name: &'a str,
+    pub digest: &'a Digest,
+}
+
+/// The rebased image.
+pub struct Spliced {
+    pub manifest: Value,
+    pub config: Value,
+    pub report: Report,
+    pub notes: Vec<String>,
+}
+
 /// The new manifest and config: new base's layers, diff_ids and history, then the
-/// image's own. The image's other manifest and config fields are kept; layer media types
-/// are converted to the image's family so Docker and OCI types never mix.
+/// image's own; the runtime config three-way merged against `ancestor`. The image's other
+/// manifest and config fields are kept; layer media types are converted to the image's
+/// family so Docker and OCI types never mix. OCI results carry the new base in the
+/// `org.opencontainers.image.base.*` annotations.
 pub fn splice(
     image: Parts,
     image_media_type: &str,
     new_base: Parts,
     split: &Split,
-) -> Result<(Value, Value)> {
+    ancestor: Ancestor,
+    base: BaseInfo,
+) -> Result<Spliced> {
     let family = Family::of_manifest(image_media_type).context("the image")?;
     image::check_consistent("the new base", new_base.manifest, new_base.config)?;
 
@@ -60,10 +79,23 @@ pub fn splice(
     let mut manifest = image.manifest.clone();
     manifest["layers"] = Value::Array(layers);
     manifest["config"]["mediaType"] = json!(family.config_type());
+    let mut notes = Vec::new();
+    match family {
+        Family::Oci => {
+            let annotations = image::object_mut(&mut manifest, "annotations")?;
+            annotations.insert(crate::detect::BASE_NAME.into(), json!(base.name));
+            annotations.insert(crate::detect::BASE_DIGEST.into(), json!(base.digest));
+        }
+        Family::Docker => notes.push(
+            "Docker schema 2 manifests have no annotations: the new base is not recorded in the image \
+             (a FROM label, if the image has one, still names its base)"
+                .to_string(),
+        ),
+    }
 
     let mut diff_ids = image::diff_ids(new_base.config)?.clone();
     diff_ids.extend(image_diff_ids[split.base_layers..].iter().cloned());
-    let mut config = image.config.clone();
+    let (mut config, report) = merge::merge(image.config, new_base.config, ancestor);
     image::object_mut(&mut config, "rootfs")?.insert("diff_ids".into(), Value::Array(diff_ids));
     if let Some(h) = image_history {
         let mut history = match image::history(new_base.config) {
@@ -76,7 +108,18 @@ pub fn splice(
         history.extend(h[split.base_history..].iter().cloned());
         config["history"] = Value::Array(history);
     }
-    Ok((manifest, config))
+    if !report.unattributed.is_empty() {
+        notes.push(format!(
+            "the image's history does not say who set {}; the image's values were kept",
+            report.unattributed.join(", ")
+        ));
+    }
+    Ok(Spliced {
+        manifest,
+        config,
+        report,
+        notes,
+    })
 }
 
 /// A layer descriptor with its media type in `family`; annotations dropped for Docker.
@@ -130,6 +173,27 @@ mod tests {
     use crate::media::{DOCKER_MANIFEST, OCI_MANIFEST};
     use crate::split::{by_old_base, tests::img};
 
+    fn splice(
+        image: Parts,
+        media_type: &str,
+        new_base: Parts,
+        split: &Split,
+    ) -> Result<(Value, Value)> {
+        let digest = Digest::of(b"new base");
+        let s = super::splice(
+            image,
+            media_type,
+            new_base,
+            split,
+            Ancestor::History(&[]),
+            BaseInfo {
+                name: "reg/base:v2",
+                digest: &digest,
+            },
+        )?;
+        Ok((s.manifest, s.config))
+    }
+
     fn parts(i: &(Value, Value)) -> Parts<'_> {
         Parts {
             manifest: &i.0,
@@ -157,6 +221,7 @@ mod tests {
         assert_eq!(config["history"], app_on_v2.1["history"]);
         // Other fields kept.
         assert_eq!(config["config"], app_on_v1.1["config"]);
+        assert_eq!(config["architecture"], app_on_v1.1["architecture"]);
         image::check_consistent("result", &manifest, &config).unwrap();
     }
 
@@ -172,6 +237,14 @@ mod tests {
         let split = by_old_base(parts(&app), parts(&v1)).unwrap();
         let (m, c) = splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).unwrap();
         assert_eq!(m["annotations"]["k"], "v");
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.base.name"],
+            "reg/base:v2"
+        );
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.base.digest"],
+            Digest::of(b"new base").as_str()
+        );
         assert_eq!(m["x-unknown"], 1);
         assert_eq!(c["x-unknown"]["z"], 2);
         assert_eq!(c["created"], "2020-01-01T00:00:00Z");

@@ -3,7 +3,7 @@
 use crate::doc::Split;
 use crate::error::NotBased;
 use crate::image;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
 /// An image's manifest and config, borrowed.
@@ -89,8 +89,74 @@ pub fn by_old_base(image: Parts, base: Parts) -> Result<Split> {
         base_history,
         top_layers: image_layers.len() - base_layers.len(),
         top_history: image_history.len() - base_history,
+        up_to_date: false,
         extra: Map::new(),
     })
+}
+
+/// The split of an image on top of which `top` history entries (as `docker history`
+/// counts them, empty ones included) are its own.
+pub fn by_layers(image: Parts, top: usize) -> Result<Split> {
+    image::check_consistent("the image", image.manifest, image.config)
+        .map_err(|e| not_based(format!("{e:#}")))?;
+    let history = image::history(image.config)
+        .context("the image's config has no history, so --layers (a count of history entries) cannot be applied")?;
+    if top > history.len() {
+        return Err(not_based(format!(
+            "--layers {top} is more than the image's {} history entries",
+            history.len()
+        )));
+    }
+    let base_history = history.len() - top;
+    Ok(at_history(image, "layers", base_history))
+}
+
+/// The split at the history entry that set label `name` (the `LABEL FROM=<base>`
+/// convention): that entry is the first of the image's own part.
+pub fn by_label(image: Parts, name: &str) -> Result<Split> {
+    image::check_consistent("the image", image.manifest, image.config)
+        .map_err(|e| not_based(format!("{e:#}")))?;
+    let history = image::history(image.config)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let Some((index, _)) = crate::history::find_label(history, name) else {
+        return Err(not_based(format!(
+            "no history entry of the image sets the label {name:?}, so the split cannot be found by label; \
+             name the old base with --old-base, or count the image's own history entries with --layers"
+        )));
+    };
+    Ok(at_history(image, "label", index))
+}
+
+fn at_history(image: Parts, method: &str, base_history: usize) -> Split {
+    let history = image::history(image.config)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let layers = image::layers(image.manifest).map(Vec::len).unwrap_or(0);
+    let base_layers = image::non_empty_count(&history[..base_history]);
+    Split {
+        method: method.to_string(),
+        base_layers,
+        base_history,
+        top_layers: layers - base_layers,
+        top_history: history.len() - base_history,
+        up_to_date: false,
+        extra: Map::new(),
+    }
+}
+
+/// When the image is already on `new_base` (an exact prefix, covering at least the base
+/// part of `split`), the split at the new base, marked up to date.
+pub fn already_on(image: Parts, new_base: Parts, split: Option<&Split>) -> Option<Split> {
+    let mut on_new = by_old_base(image, new_base).ok()?;
+    if split.is_some_and(|s| on_new.base_layers < s.base_layers) {
+        return None;
+    }
+    on_new.up_to_date = true;
+    if let Some(s) = split {
+        on_new.method = s.method.clone();
+    }
+    Some(on_new)
 }
 
 #[cfg(test)]
@@ -193,6 +259,88 @@ pub(crate) mod tests {
             err.to_string().contains("the image is inconsistent"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn by_layers_counts_history_entries() {
+        let app = img(
+            &["a", "b", "x"],
+            &["add a", "cmd#", "add b", "label#", "add x", "cmd#"],
+        );
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let s = by_layers(p, 3).unwrap();
+        assert_eq!(
+            (s.base_layers, s.base_history, s.top_layers, s.top_history),
+            (2, 3, 1, 3)
+        );
+        let s = by_layers(p, 0).unwrap();
+        assert_eq!((s.base_layers, s.top_layers), (3, 0));
+        assert!(
+            by_layers(p, 7)
+                .unwrap_err()
+                .to_string()
+                .contains("more than the image's 6")
+        );
+    }
+
+    #[test]
+    fn by_label_splits_at_the_entry_that_set_it() {
+        let mut app = img(
+            &["a", "x"],
+            &[
+                "add a",
+                "LABEL FROM=ubuntu#",
+                "LABEL FROM=base:v1#",
+                "add x",
+            ],
+        );
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let s = by_label(p, "FROM").unwrap();
+        assert_eq!(
+            (s.base_layers, s.base_history, s.top_layers, s.top_history),
+            (1, 2, 1, 2)
+        );
+        assert!(
+            by_label(p, "BASE")
+                .unwrap_err()
+                .to_string()
+                .contains("--old-base")
+        );
+        app.1["history"][2]["created_by"] = json!("/bin/sh -c #(nop)  LABEL FROM=base:v1");
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        assert_eq!(by_label(p, "FROM").unwrap().base_history, 2);
+    }
+
+    #[test]
+    fn already_on_the_new_base() {
+        let v1 = img(&["a"], &["add a"]);
+        let v2 = img(&["c"], &["add c"]);
+        let on_v1 = img(&["a", "x"], &["add a", "add x"]);
+        let on_v2 = img(&["c", "x"], &["add c", "add x"]);
+        fn p(i: &(Value, Value)) -> Parts<'_> {
+            Parts {
+                manifest: &i.0,
+                config: &i.1,
+            }
+        }
+        assert!(by_old_base(p(&on_v1), p(&v1)).is_ok());
+        assert!(already_on(p(&on_v1), p(&v2), None).is_none());
+        let s = already_on(p(&on_v2), p(&v2), None).unwrap();
+        assert!(s.up_to_date && s.base_layers == 1);
+        // A new base shorter than the split (a downgrade) is a rebase, not a no-op.
+        let v3 = img(&["c", "x"], &["add c", "add x"]);
+        let on_v3 = img(&["c", "x", "y"], &["add c", "add x", "add y"]);
+        let split = by_old_base(p(&on_v3), p(&v3)).unwrap();
+        assert!(already_on(p(&on_v3), p(&v2), Some(&split)).is_none());
     }
 
     #[test]

@@ -204,11 +204,19 @@ fn bad_input_is_named_and_prints_nothing_on_stdout() {
 #[test]
 fn missing_base_sections_name_the_command_that_adds_them() {
     let (reg, _w) = fixture();
+    // No old base, and no FROM label: the base cannot be found.
     let doc = pipeline(&[&["fetch-manifest", &reg.r("app:1")], &["fetch-config"]]);
     let out = run(&["split-history"], Some(doc.as_bytes()));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("fetch-manifest --as old-base"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sets the label \"FROM\"")
+            && err.contains("--old-base")
+            && err.contains("--layers"),
+        "{err}"
+    );
+    let out = run(&["splice"], Some(doc.as_bytes()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fetch-manifest --as new-base"));
     let doc = pipeline(&[
         &["fetch-manifest", &reg.r("app:1")],
         &["fetch-manifest", "--as", "old-base", &reg.r("base:v1")],

@@ -23,14 +23,34 @@ pub fn client(global: &Global) -> Result<Client> {
     })
 }
 
-/// Runs the command line, writing results to `out`.
-pub fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
+/// Parses a reference given on the command line, with `--registry` as the default host.
+pub fn parse_reference(global: &Global, s: &str) -> Result<Reference> {
+    Reference::parse_with_default(s, global.registry.as_deref())
+}
+
+/// Runs the command line, writing results to `out` and notes to `err`.
+pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
     let g = &cli.global;
+    if let Some(registry) = &g.registry {
+        Reference::parse_with_default("x", Some(registry)).map_err(|_| {
+            anyhow::anyhow!("invalid --registry {registry:?}: expected HOST or HOST:PORT")
+        })?;
+    }
     match cli.command {
         Command::FetchManifest(args) => {
-            let reference = Reference::parse(&args.reference)?;
+            let reference = args
+                .reference
+                .as_deref()
+                .map(|r| parse_reference(g, r))
+                .transpose()?;
             let mut doc = read_document("fetch-manifest", true)?;
-            fetch_manifest::step(&client(g)?, &mut doc, args.role, &reference)?;
+            fetch_manifest::step(
+                &client(g)?,
+                &mut doc,
+                args.role,
+                reference.as_ref(),
+                &args.label,
+            )?;
             write_document(&doc, out)
         }
         Command::FetchConfig => {
@@ -38,21 +58,24 @@ pub fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             fetch_config::step(&client(g)?, &mut doc)?;
             write_document(&doc, out)
         }
-        Command::SplitHistory => {
+        Command::SplitHistory(args) => {
             let mut doc = read_document("split-history", false)?;
-            split_history::step(&mut doc)?;
+            split_history::step(&mut doc, &args)?;
             write_document(&doc, out)
         }
         Command::Splice => {
             let mut doc = read_document("splice", false)?;
             splice::step(&mut doc)?;
+            for note in doc.result.iter().flat_map(|r| &r.notes) {
+                writeln!(err, "image-rebase: note: {note}")?;
+            }
             write_document(&doc, out)
         }
         Command::PutManifest(args) => {
             let mut doc = read_document("put-manifest", false)?;
-            put_manifest::step(&client(g)?, &mut doc, args.tag.as_deref())?;
+            put_manifest::step(&client(g)?, &mut doc, &args.push)?;
             write_document(&doc, out)
         }
-        Command::Rebase(args) => rebase::run(&client(g)?, &args, out),
+        Command::Rebase(args) => rebase::run(&client(g)?, g, &args, out, err),
     }
 }

@@ -1,9 +1,14 @@
 use crate::doc::{Document, ResultSection, Role, Target};
-use crate::split::Parts;
+use crate::image;
+use crate::merge::Ancestor;
+use crate::splice::BaseInfo;
+use crate::split::{self, Parts};
 use anyhow::{Context, Result};
 use serde_json::Map;
 
 /// Builds the rebased manifest and config from the image, the new base and the split.
+/// The config is merged against the old base's config when the split was made at the
+/// old base, else against what the image's own history entries say they changed.
 pub fn step(doc: &mut Document) -> Result<()> {
     let image = doc.require(Role::Image)?;
     let new = doc.require(Role::NewBase)?;
@@ -11,28 +16,72 @@ pub fn step(doc: &mut Document) -> Result<()> {
         .split
         .as_ref()
         .context("the document has no \"split\" section: run image-rebase split-history first")?;
-    let (manifest, config) = crate::splice::splice(
-        Parts {
-            manifest: &image.manifest,
-            config: image.config(Role::Image)?,
-        },
+    let ip = Parts {
+        manifest: &image.manifest,
+        config: image.config(Role::Image)?,
+    };
+    let np = Parts {
+        manifest: &new.manifest,
+        config: new.config(Role::NewBase)?,
+    };
+    let target = Target {
+        registry: image.registry.clone(),
+        repository: image.repository.clone(),
+        tag: image.tag.clone(),
+    };
+
+    if split.up_to_date || split::already_on(ip, np, Some(split)).is_some() {
+        doc.result = Some(ResultSection {
+            target,
+            media_type: image.media_type.clone(),
+            manifest: image.manifest.clone(),
+            config: ip.config.clone(),
+            up_to_date: true,
+            from_new_base: vec![],
+            unattributed: vec![],
+            notes: vec![format!(
+                "{} is already on {}: nothing to rebase",
+                image.reference, new.reference
+            )],
+            extra: Map::new(),
+        });
+        doc.pushed = None;
+        return Ok(());
+    }
+
+    let top_history = image::history(ip.config)
+        .map(|h| &h[split.base_history.min(h.len())..])
+        .unwrap_or_default();
+    let ancestor = match (&doc.old_base, split.method.as_str()) {
+        (Some(old), "old-base") => Ancestor::Config(old.config(Role::OldBase)?),
+        _ => Ancestor::History(top_history),
+    };
+    let mut name = crate::reference::Reference::parse(&new.reference)?;
+    if name.tag.is_some() {
+        name.digest = None;
+    }
+    let name = name.to_string();
+    let spliced = crate::splice::splice(
+        ip,
         &image.media_type,
-        Parts {
-            manifest: &new.manifest,
-            config: new.config(Role::NewBase)?,
-        },
+        np,
         split,
+        ancestor,
+        BaseInfo {
+            name: &name,
+            digest: &new.digest,
+        },
     )
     .with_context(|| format!("splicing {} onto {}", image.reference, new.reference))?;
     doc.result = Some(ResultSection {
-        target: Target {
-            registry: image.registry.clone(),
-            repository: image.repository.clone(),
-            tag: image.tag.clone(),
-        },
+        target,
         media_type: image.media_type.clone(),
-        manifest,
-        config,
+        manifest: spliced.manifest,
+        config: spliced.config,
+        up_to_date: false,
+        from_new_base: spliced.report.from_new_base,
+        unattributed: spliced.report.unattributed,
+        notes: spliced.notes,
         extra: Map::new(),
     });
     doc.pushed = None;

@@ -1,27 +1,50 @@
+use crate::cli::SplitArgs;
 use crate::doc::{Document, Role};
+use crate::error::NotBased;
 use crate::split::{self, Parts};
 use anyhow::{Context, Result};
 
-/// Finds the split of the image at its old base.
-pub fn step(doc: &mut Document) -> Result<()> {
+/// Finds the split: `--layers` first, else at the old base when the document has one,
+/// else at the history entry that set the label. When the document has the new base and
+/// the image is already on it, the split is marked up to date.
+pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
     let image = doc.require(Role::Image)?;
-    let old = doc.require(Role::OldBase)?;
-    let split = split::by_old_base(
-        Parts {
-            manifest: &image.manifest,
-            config: image.config(Role::Image)?,
-        },
-        Parts {
+    let ip = Parts {
+        manifest: &image.manifest,
+        config: image.config(Role::Image)?,
+    };
+    let found = if let Some(n) = args.layers {
+        split::by_layers(ip, n)
+            .with_context(|| format!("splitting {} at --layers {n}", image.reference))
+    } else if let Some(old) = &doc.old_base {
+        let op = Parts {
             manifest: &old.manifest,
             config: old.config(Role::OldBase)?,
-        },
-    )
-    .with_context(|| {
-        format!(
-            "checking that {} is based on {}",
-            image.reference, old.reference
-        )
-    })?;
+        };
+        split::by_old_base(ip, op).with_context(|| {
+            format!(
+                "checking that {} is based on {}",
+                image.reference, old.reference
+            )
+        })
+    } else {
+        split::by_label(ip, &args.label)
+            .with_context(|| format!("finding the base of {}", image.reference))
+    };
+    let new = match &doc.new_base {
+        Some(n) => Some(Parts {
+            manifest: &n.manifest,
+            config: n.config(Role::NewBase)?,
+        }),
+        None => None,
+    };
+    let split = match (found, new) {
+        (Ok(s), Some(np)) => split::already_on(ip, np, Some(&s)).unwrap_or(s),
+        (Err(e), Some(np)) if e.chain().any(|c| c.is::<NotBased>()) => {
+            split::already_on(ip, np, None).ok_or(e)?
+        }
+        (found, _) => found?,
+    };
     doc.split = Some(split);
     doc.result = None;
     doc.pushed = None;

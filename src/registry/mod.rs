@@ -102,6 +102,33 @@ impl Client {
         })
     }
 
+    /// HEADs a manifest: its digest, or `None` when the registry has no such manifest.
+    /// A HEAD does not count as a pull on rate-limited registries.
+    pub fn head_manifest(&self, r: &Reference) -> Result<Option<Digest>> {
+        let url = self.transport.url(
+            &r.registry,
+            &format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+        )?;
+        let resp =
+            self.transport
+                .send("HEAD", &url, &[("Accept", media::MANIFEST_ACCEPT)], None)?;
+        match resp.status() {
+            200 => match resp.header("Docker-Content-Digest") {
+                Some(h) => Ok(Some(
+                    h.parse()
+                        .context("the registry sent an invalid Docker-Content-Digest")?,
+                )),
+                // Without the header only a GET can tell.
+                None => Ok(Some(self.fetch_manifest(r)?.digest)),
+            },
+            404 => Ok(None),
+            _ => Err(transport::status_error(
+                resp,
+                "the registry refused the manifest check",
+            )),
+        }
+    }
+
     /// GETs a blob of at most `limit` bytes and checks it against its digest.
     pub fn fetch_blob(
         &self,

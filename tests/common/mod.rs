@@ -98,15 +98,33 @@ impl Registry {
 
     /// Current end of the log, to look at requests made after this point.
     pub fn mark(&self) -> usize {
+        self.sync();
         self.log().len()
     }
 
-    /// (method, uri, status) of each request the registry logged after `mark`.
+    /// Waits until the registry has logged every request made so far: it logs a request
+    /// after answering it, so a marker request is sent and waited for.
+    pub fn sync(&self) {
+        let marker = format!("sync-{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+        let _ = ureq::get(&format!("http://{}/v2/?{marker}", self.addr)).call();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(&marker) {
+            assert!(
+                Instant::now() < deadline,
+                "the registry never logged {marker}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// (method, uri, status) of each request the registry logged after `mark`, marker
+    /// requests left out.
     pub fn requests_since(&self, mark: usize) -> Vec<(String, String, String)> {
+        self.sync();
         let log = self.log();
         log[mark..]
             .lines()
-            .filter(|l| l.contains("msg=\"response completed\""))
+            .filter(|l| l.contains("msg=\"response completed"))
             .map(|l| {
                 (
                     field(l, "http.request.method"),

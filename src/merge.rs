@@ -1,0 +1,436 @@
+//! The config of a rebased image: a three-way merge of the runtime config with the old
+//! base as the common ancestor. A field the image did not change from its old base takes
+//! the new base's value; a field it changed keeps the image's value; `Env` and `Labels`
+//! merge per key, `ExposedPorts` and `Volumes` per entry. When the old base's config is
+//! not at hand, the image's own changes are read from its history. Pure logic.
+
+use crate::history::{self, Instruction};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// Platform fields that always come from the new base.
+const PLATFORM: &[&str] = &["os", "architecture", "variant", "os.version", "os.features"];
+
+/// What the image changed on top of its old base.
+pub enum Ancestor<'a> {
+    /// The old base's config: compare against it.
+    Config(&'a Value),
+    /// The old base is not at hand: the image's own history entries (its top part).
+    History(&'a [Value]),
+}
+
+/// What the merge did, for the user.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Fields (`os`, `config.Env.PATH`, ...) whose value now comes from the new base and
+    /// differs from the image's.
+    pub from_new_base: Vec<String>,
+    /// Fields where the image differs from the new base but the history does not say
+    /// whether the image or its old base set them: the image's value was kept.
+    pub unattributed: Vec<String>,
+}
+
+/// Changes read from history entries.
+#[derive(Default)]
+struct Attribution {
+    /// Every entry that can change the config was readable.
+    complete: bool,
+    fields: BTreeSet<String>,
+    env: BTreeSet<String>,
+    labels: BTreeSet<String>,
+    ports: BTreeSet<String>,
+    volumes: BTreeSet<String>,
+}
+
+fn attribute(top_history: &[Value]) -> Attribution {
+    let mut a = Attribution {
+        complete: true,
+        ..Default::default()
+    };
+    for entry in top_history {
+        match history::parse(entry) {
+            Instruction::Env(keys) => a.env.extend(keys),
+            Instruction::Label(pairs) => a.labels.extend(pairs.into_iter().map(|(k, _)| k)),
+            Instruction::Expose(ports) => a.ports.extend(ports),
+            Instruction::Volume(paths) => a.volumes.extend(paths),
+            Instruction::Fields(fields) => a.fields.extend(fields.into_iter().map(str::to_string)),
+            Instruction::NoConfig => {}
+            // An entry that created a layer changes files, not the config.
+            Instruction::Unknown if !crate::image::is_empty_layer(entry) => {}
+            Instruction::Unknown => a.complete = false,
+        }
+    }
+    a
+}
+
+/// Who decides a value: the image (it changed it), the new base, or unknown.
+enum Owner {
+    Image,
+    NewBase,
+    Unknown,
+}
+
+/// The merged config (a copy of the image's with the runtime config and platform merged)
+/// and a report.
+pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Report) {
+    let mut report = Report::default();
+    let mut out = image.clone();
+    let attribution = match ancestor {
+        Ancestor::History(h) => Some(attribute(h)),
+        Ancestor::Config(_) => None,
+    };
+    let old = match ancestor {
+        Ancestor::Config(c) => Some(c),
+        Ancestor::History(_) => None,
+    };
+
+    if let Some(obj) = out.as_object_mut() {
+        for key in PLATFORM {
+            let (mine, theirs) = (image.get(*key), new_base.get(*key));
+            if mine != theirs {
+                set(obj, key, theirs.cloned());
+                report.from_new_base.push((*key).to_string());
+            }
+        }
+    }
+
+    let empty = Value::Object(Map::new());
+    let rt = |v: &Value| {
+        v.get("config")
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| empty.clone())
+    };
+    let (img_rt, new_rt) = (rt(image), rt(new_base));
+    let old_rt = old.map(rt);
+    let mut merged = img_rt.as_object().cloned().unwrap_or_default();
+
+    let owner = |changed_by_image: Option<bool>, attributed: bool, differs: bool| -> Owner {
+        match (changed_by_image, &attribution) {
+            (Some(true), _) => Owner::Image,
+            (Some(false), _) => Owner::NewBase,
+            (None, _) if attributed => Owner::Image,
+            (None, Some(a)) if !a.complete && differs => Owner::Unknown,
+            _ => Owner::NewBase,
+        }
+    };
+
+    // Whole fields.
+    let keys: BTreeSet<String> = img_rt
+        .as_object()
+        .into_iter()
+        .chain(new_rt.as_object())
+        .chain(old_rt.as_ref().and_then(Value::as_object))
+        .flat_map(|m| m.keys().cloned())
+        .filter(|k| !matches!(k.as_str(), "Env" | "Labels" | "ExposedPorts" | "Volumes"))
+        .collect();
+    for key in keys {
+        let (mine, theirs) = (img_rt.get(&key), new_rt.get(&key));
+        let changed = old_rt.as_ref().map(|o| mine != o.get(&key));
+        let attributed = attribution
+            .as_ref()
+            .is_some_and(|a| a.fields.contains(&key));
+        match owner(changed, attributed, mine != theirs) {
+            Owner::Image => {}
+            Owner::Unknown => report.unattributed.push(format!("config.{key}")),
+            Owner::NewBase => {
+                if mine != theirs {
+                    set(&mut merged, &key, theirs.cloned());
+                    report.from_new_base.push(format!("config.{key}"));
+                }
+            }
+        }
+    }
+
+    // Env and Labels, per key.
+    for (field, as_map) in [
+        ("Env", env_map as fn(Option<&Value>) -> Vec<(String, Value)>),
+        ("Labels", labels_map),
+    ] {
+        let mine = as_map(img_rt.get(field));
+        let theirs = as_map(new_rt.get(field));
+        let ancestor = old_rt.as_ref().map(|o| as_map(o.get(field)));
+        let get = |list: &[(String, Value)], k: &str| {
+            list.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let mut order: Vec<String> = theirs.iter().map(|(k, _)| k.clone()).collect();
+        for (k, _) in &mine {
+            if !order.contains(k) {
+                order.push(k.clone());
+            }
+        }
+        if let Some(a) = &ancestor {
+            for (k, _) in a {
+                if !order.contains(k) {
+                    order.push(k.clone());
+                }
+            }
+        }
+        let mut result = Vec::new();
+        for k in order {
+            let (m, t) = (get(&mine, &k), get(&theirs, &k));
+            let changed = ancestor.as_ref().map(|a| m != get(a, &k));
+            let attributed = attribution.as_ref().is_some_and(|a| match field {
+                "Env" => a.env.contains(&k),
+                _ => a.labels.contains(&k),
+            });
+            let value = match owner(changed, attributed, m != t) {
+                Owner::Image => m,
+                Owner::Unknown => {
+                    report.unattributed.push(format!("config.{field}.{k}"));
+                    m
+                }
+                Owner::NewBase => {
+                    if m != t {
+                        report.from_new_base.push(format!("config.{field}.{k}"));
+                    }
+                    t
+                }
+            };
+            if let Some(v) = value {
+                result.push((k, v));
+            }
+        }
+        let present = img_rt.get(field).is_some() || new_rt.get(field).is_some();
+        let value = match field {
+            "Env" => Value::Array(
+                result
+                    .into_iter()
+                    .map(|(k, v)| Value::String(format!("{k}={}", v.as_str().unwrap_or(""))))
+                    .collect(),
+            ),
+            _ => Value::Object(result.into_iter().collect()),
+        };
+        if present
+            || value.as_array().is_some_and(|a| !a.is_empty())
+            || value.as_object().is_some_and(|o| !o.is_empty())
+        {
+            merged.insert(field.to_string(), value);
+        }
+    }
+
+    // ExposedPorts and Volumes, per entry.
+    for field in ["ExposedPorts", "Volumes"] {
+        let keys = |v: &Value| -> BTreeSet<String> {
+            v.get(field)
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let (mine, theirs) = (keys(&img_rt), keys(&new_rt));
+        let (added, removed): (BTreeSet<String>, BTreeSet<String>) = match (&old_rt, &attribution) {
+            (Some(o), _) => {
+                let old = keys(o);
+                (
+                    mine.difference(&old).cloned().collect(),
+                    old.difference(&mine).cloned().collect(),
+                )
+            }
+            (None, Some(a)) => {
+                let attributed = if field == "ExposedPorts" {
+                    &a.ports
+                } else {
+                    &a.volumes
+                };
+                let added: BTreeSet<String> = mine.intersection(attributed).cloned().collect();
+                if !a.complete {
+                    for k in mine.difference(&theirs).filter(|k| !added.contains(*k)) {
+                        report.unattributed.push(format!("config.{field}.{k}"));
+                    }
+                    // Unknown origin: kept.
+                    (mine.difference(&theirs).cloned().collect(), BTreeSet::new())
+                } else {
+                    (added, BTreeSet::new())
+                }
+            }
+            (None, None) => (BTreeSet::new(), BTreeSet::new()),
+        };
+        let result: BTreeSet<String> = theirs
+            .union(&added)
+            .filter(|k| !removed.contains(*k))
+            .cloned()
+            .collect();
+        for k in result.symmetric_difference(&mine) {
+            report.from_new_base.push(format!("config.{field}.{k}"));
+        }
+        if result.is_empty() && img_rt.get(field).is_none() {
+            merged.remove(field);
+        } else {
+            merged.insert(
+                field.to_string(),
+                Value::Object(
+                    result
+                        .into_iter()
+                        .map(|k| (k, Value::Object(Map::new())))
+                        .collect(),
+                ),
+            );
+        }
+    }
+
+    if (image.get("config").is_some() || !merged.is_empty())
+        && let Some(obj) = out.as_object_mut()
+    {
+        obj.insert("config".to_string(), Value::Object(merged));
+    }
+    (out, report)
+}
+
+fn set(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    match value {
+        Some(v) => {
+            obj.insert(key.to_string(), v);
+        }
+        None => {
+            obj.remove(key);
+        }
+    }
+}
+
+fn env_map(v: Option<&Value>) -> Vec<(String, Value)> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+            None => (e.to_string(), Value::String(String::new())),
+        })
+        .collect()
+}
+
+fn labels_map(v: Option<&Value>) -> Vec<(String, Value)> {
+    v.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(env: &[&str], labels: Value, extra: Value) -> Value {
+        let mut c = json!({"architecture": "amd64", "os": "linux", "config": {"Env": env, "Labels": labels}});
+        for (k, v) in extra.as_object().unwrap() {
+            c["config"][k] = v.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn three_way_with_the_old_base_config() {
+        let old = cfg(
+            &["PATH=/bin", "JAVA_HOME=/j1"],
+            json!({"version": "1", "vendor": "x"}),
+            json!({"Cmd": ["sh"], "ExposedPorts": {"22/tcp": {}}}),
+        );
+        let new = cfg(
+            &["PATH=/usr/bin:/bin", "JAVA_HOME=/j2", "NEW=1"],
+            json!({"version": "2", "vendor": "x"}),
+            json!({"Cmd": ["bash"], "ExposedPorts": {"22/tcp": {}, "9/tcp": {}}}),
+        );
+        let mut image = cfg(
+            &["PATH=/bin", "JAVA_HOME=/j1", "APP=1"],
+            json!({"version": "1", "vendor": "x", "app": "yes"}),
+            json!({"Cmd": ["/app"], "ExposedPorts": {"22/tcp": {}, "80/tcp": {}}, "WorkingDir": "/srv"}),
+        );
+        image["created"] = json!("2020-01-01T00:00:00Z");
+        image["x-unknown"] = json!(7);
+        let (m, report) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(
+            m["config"]["Env"],
+            json!(["PATH=/usr/bin:/bin", "JAVA_HOME=/j2", "NEW=1", "APP=1"])
+        );
+        assert_eq!(
+            m["config"]["Labels"],
+            json!({"version": "2", "vendor": "x", "app": "yes"})
+        );
+        assert_eq!(m["config"]["Cmd"], json!(["/app"]), "the app's CMD stays");
+        assert_eq!(m["config"]["WorkingDir"], "/srv");
+        assert_eq!(
+            m["config"]["ExposedPorts"],
+            json!({"22/tcp": {}, "80/tcp": {}, "9/tcp": {}})
+        );
+        assert_eq!(m["created"], "2020-01-01T00:00:00Z");
+        assert_eq!(m["x-unknown"], 7);
+        assert!(
+            report
+                .from_new_base
+                .contains(&"config.Env.PATH".to_string()),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .from_new_base
+                .contains(&"config.Labels.version".to_string())
+        );
+        assert!(!report.from_new_base.iter().any(|f| f.contains("Cmd")));
+        assert!(report.unattributed.is_empty());
+    }
+
+    #[test]
+    fn platform_comes_from_the_new_base() {
+        let old = json!({"os": "linux", "architecture": "arm", "variant": "v6"});
+        let new = json!({"os": "linux", "architecture": "arm", "variant": "v7"});
+        let image = json!({"os": "linux", "architecture": "arm", "variant": "v6"});
+        let (m, r) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(m["variant"], "v7");
+        assert_eq!(r.from_new_base, vec!["variant".to_string()]);
+        assert!(m.get("config").is_none(), "no config object invented");
+    }
+
+    #[test]
+    fn from_readable_history() {
+        let new = cfg(
+            &["PATH=/usr/bin:/bin", "JAVA_HOME=/j2"],
+            json!({"version": "2"}),
+            json!({"Cmd": ["bash"]}),
+        );
+        let image = cfg(
+            &["PATH=/bin", "JAVA_HOME=/j1", "APP=1"],
+            json!({"version": "1", "FROM": "base:v1"}),
+            json!({"Cmd": ["sh"], "Entrypoint": ["/app"]}),
+        );
+        let top = vec![
+            json!({"created_by": "LABEL FROM=base:v1", "empty_layer": true}),
+            json!({"created_by": "/bin/sh -c #(nop)  ENV APP=1", "empty_layer": true}),
+            json!({"created_by": "COPY . /app # buildkit"}),
+            json!({"created_by": "ENTRYPOINT [\"/app\"]", "empty_layer": true}),
+        ];
+        let (m, report) = merge(&image, &new, Ancestor::History(&top));
+        assert_eq!(
+            m["config"]["Env"],
+            json!(["PATH=/usr/bin:/bin", "JAVA_HOME=/j2", "APP=1"])
+        );
+        assert_eq!(
+            m["config"]["Labels"],
+            json!({"version": "2", "FROM": "base:v1"})
+        );
+        assert_eq!(m["config"]["Entrypoint"], json!(["/app"]));
+        assert_eq!(
+            m["config"]["Cmd"],
+            json!(["sh"]),
+            "ENTRYPOINT attributes Cmd to the app"
+        );
+        assert!(report.unattributed.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn unreadable_history_keeps_and_reports() {
+        let new = cfg(&["PATH=/usr/bin"], json!({}), json!({}));
+        let image = cfg(&["PATH=/bin", "X=1"], json!({}), json!({"User": "app"}));
+        let top = vec![json!({"created_by": "umoci config", "empty_layer": true})];
+        let (m, report) = merge(&image, &new, Ancestor::History(&top));
+        assert_eq!(m["config"]["Env"], json!(["PATH=/bin", "X=1"]));
+        assert_eq!(m["config"]["User"], "app");
+        assert_eq!(
+            report.unattributed,
+            vec!["config.User", "config.Env.PATH", "config.Env.X"]
+        );
+    }
+}
