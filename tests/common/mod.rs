@@ -336,3 +336,102 @@ pub fn assert_no_layer_traffic(reg: &Registry, mark: usize, layers: &[String]) {
         }
     }
 }
+
+/// Images built by this project's own registry client: Docker schema 2 with classic
+/// `docker build` history text, layers made by GNU tar.
+pub mod own {
+    use super::*;
+    use image_rebase::digest::Digest;
+    use image_rebase::registry::{Client, Options};
+    use serde_json::json;
+
+    pub struct Layer {
+        pub gz: Vec<u8>,
+        diff_id: Digest,
+        created_by: String,
+    }
+
+    pub fn layer(reg: &Registry, files_: &[(&str, &str)], created_by: &str) -> Layer {
+        let dir = TempDir::new("layer");
+        files(&dir.path().join("src"), files_);
+        sh(
+            reg,
+            dir.path(),
+            "make_layer l.tar src && gzip -n -c l.tar > l.tar.gz",
+        );
+        let tar = std::fs::read(dir.path().join("l.tar")).unwrap();
+        let gz = std::fs::read(dir.path().join("l.tar.gz")).unwrap();
+        Layer {
+            gz,
+            diff_id: Digest::of(&tar),
+            created_by: created_by.into(),
+        }
+    }
+
+    /// Pushes an image of `layers` (each with its history entry followed by an empty CMD
+    /// entry) to `repo:tag`.
+    pub fn push(reg: &Registry, repo: &str, tag: &str, layers: &[&Layer], env: &[&str]) {
+        push_with(reg, repo, tag, layers, &[], env, serde_json::json!({}));
+    }
+
+    /// Like `push`, with `empty` history entries (text, placed after layer index) and
+    /// labels in the config.
+    pub fn push_with(
+        reg: &Registry,
+        repo: &str,
+        tag: &str,
+        layers: &[&Layer],
+        empty: &[(usize, &str)],
+        env: &[&str],
+        labels: Value,
+    ) {
+        let client = Client::new(Options::default()).unwrap();
+        let mut descriptors = vec![];
+        let mut history = vec![];
+        for l in layers {
+            let digest = Digest::of(&l.gz);
+            if !client.blob_exists(&reg.addr, repo, &digest).unwrap() {
+                client.upload_blob(&reg.addr, repo, &digest, &l.gz).unwrap();
+            }
+            descriptors.push(json!({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": l.gz.len(), "digest": digest}));
+            history.push(json!({"created": "2021-01-01T00:00:00Z", "created_by": l.created_by}));
+            history.push(json!({"created": "2021-01-01T00:00:00Z", "created_by": format!("/bin/sh -c #(nop)  CMD [\"{}\"]", l.created_by.len()), "empty_layer": true}));
+        }
+        for (after, text) in empty.iter().rev() {
+            history.insert(
+                2 * after + 2,
+                json!({"created": "2021-01-01T00:00:00Z", "created_by": text, "empty_layer": true}),
+            );
+        }
+        let config = json!({
+            "architecture": "amd64", "os": "linux", "created": "2021-01-01T00:00:00Z",
+            "config": {"Env": env, "Cmd": ["sh"], "Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
+            "history": history,
+        });
+        let config = serde_json::to_vec_pretty(&config).unwrap();
+        let config_digest = Digest::of(&config);
+        client
+            .upload_blob(&reg.addr, repo, &config_digest, &config)
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": config_digest},
+            "layers": descriptors,
+        });
+        // Pretty-printed with a trailing newline, as some tools write them: digests are of
+        // these exact bytes.
+        let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+        bytes.push(b'\n');
+        client
+            .put_manifest(
+                &reg.addr,
+                repo,
+                tag,
+                "application/vnd.docker.distribution.manifest.v2+json",
+                &bytes,
+            )
+            .unwrap();
+    }
+}
