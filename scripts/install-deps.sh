@@ -5,7 +5,7 @@
 # Downloads nothing except Debian packages.
 set -euo pipefail
 
-packages=(docker-registry skopeo umoci apache2-utils openssl tar gzip jq)
+packages=(docker-registry skopeo umoci apache2-utils openssl tar gzip jq groff-base python3)
 
 die() {
 	echo "install-deps: $*" >&2
@@ -37,7 +37,7 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # The binaries the scripts call, whatever package provided them.
-for cmd in docker-registry skopeo umoci htpasswd openssl tar gzip jq; do
+for cmd in docker-registry skopeo umoci htpasswd openssl tar gzip jq groff python3; do
 	command -v "$cmd" >/dev/null || die "$cmd not found on PATH after installing packages"
 done
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "tar is not GNU tar (needed for --sort=name)"

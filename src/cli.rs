@@ -30,6 +30,24 @@ pub struct Global {
     /// Default registry for references without a registry host (instead of docker.io)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     pub registry: Option<String>,
+    /// Trust the CA certificates in this PEM file too (registries with a private CA)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Seconds to wait for a connection or a response before giving up on a request
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+    /// User name for every registry of the command (password from --password-stdin or
+    /// IMAGE_REBASE_PASSWORD); otherwise credentials come from docker's and podman's files
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER",
+        env = "IMAGE_REBASE_USERNAME"
+    )]
+    pub username: Option<String>,
+    /// Read the password (or token) for --username from the first line of stdin (rebase only)
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -158,6 +158,8 @@ pub struct Target {
     /// Tag to write; without one the manifest is pushed by digest only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// The rebased image, before it is pushed.
@@ -206,13 +208,14 @@ pub struct Pushed {
     pub present: Vec<Digest>,
     /// Blobs uploaded (only the config: layer data is never uploaded).
     pub uploaded: Vec<Digest>,
-    /// Nothing was written: the target already held this manifest, or (with `dry_run`)
-    /// writing was not asked for.
+    /// Nothing needed writing: the target already held this manifest.
     #[serde(default)]
     pub unchanged: bool,
     /// A dry run: `mounted` and `uploaded` list what would be done; nothing was written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl Document {

@@ -12,14 +12,63 @@ pub mod split_history;
 use crate::cli::{Cli, Command, Global};
 use crate::io::{read_document, write_document};
 use crate::reference::Reference;
+use crate::registry::credentials::{Credential, Found, Sources};
+use crate::registry::secret::Secret;
 use crate::registry::{Client, Options};
-use anyhow::Result;
-use std::io::Write;
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, Write};
 
-pub fn client(global: &Global) -> Result<Client> {
+/// The environment variable that holds the password for --username.
+pub const PASSWORD_ENV: &str = "IMAGE_REBASE_PASSWORD";
+
+/// A registry client for the global options. `stdin_is_free`: the command does not read
+/// a document on stdin, so --password-stdin may take it.
+pub fn client(global: &Global, stdin_is_free: bool) -> Result<Client> {
+    if global.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    let password = if global.password_stdin {
+        if !stdin_is_free {
+            bail!(
+                "--password-stdin cannot be used here: this command reads its document on stdin; set {PASSWORD_ENV} instead"
+            );
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            bail!("--password-stdin: stdin held no password");
+        }
+        Some(Secret::new(line))
+    } else {
+        std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Secret::new)
+    };
+    let explicit = match (&global.username, password) {
+        (Some(username), Some(password)) => Some(Found {
+            credential: Credential::Basic {
+                username: username.clone(),
+                password,
+            },
+            source: "the command line".to_string(),
+        }),
+        (Some(_), None) => {
+            bail!("--username needs a password: give --password-stdin or set {PASSWORD_ENV}")
+        }
+        (None, Some(_)) if global.password_stdin => bail!("--password-stdin needs --username"),
+        (None, _) => None,
+    };
     Client::new(Options {
         insecure: global.insecure,
         verbose: global.verbose,
+        ca_cert: global.ca_cert.clone(),
+        timeout: std::time::Duration::from_secs(global.timeout),
+        credentials: Sources::from_env(explicit),
     })
 }
 
@@ -45,7 +94,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
                 .transpose()?;
             let mut doc = read_document("fetch-manifest", true)?;
             fetch_manifest::step(
-                &client(g)?,
+                &client(g, false)?,
                 &mut doc,
                 args.role,
                 reference.as_ref(),
@@ -55,7 +104,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::FetchConfig => {
             let mut doc = read_document("fetch-config", false)?;
-            fetch_config::step(&client(g)?, &mut doc)?;
+            fetch_config::step(&client(g, false)?, &mut doc)?;
             write_document(&doc, out)
         }
         Command::SplitHistory(args) => {
@@ -73,9 +122,9 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::PutManifest(args) => {
             let mut doc = read_document("put-manifest", false)?;
-            put_manifest::step(&client(g)?, &mut doc, &args.push)?;
+            put_manifest::step(&client(g, false)?, &mut doc, &args.push)?;
             write_document(&doc, out)
         }
-        Command::Rebase(args) => rebase::run(&client(g)?, g, &args, out, err),
+        Command::Rebase(args) => rebase::run(&client(g, true)?, g, &args, out, err),
     }
 }

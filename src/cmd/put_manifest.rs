@@ -23,6 +23,7 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<()> 
         check_tag(t)?;
         target.tag = Some(t.clone());
     }
+    declare_scopes(client, doc, &target)?;
     let pushed = if result.up_to_date {
         retag(client, doc, &target, args)?
     } else {
@@ -30,6 +31,21 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<()> 
     };
     doc.pushed = Some(pushed);
     Ok(())
+}
+
+/// One token for the whole push: pull,push on the target, pull on each repository of the
+/// same registry that blobs may be mounted from.
+fn declare_scopes(client: &Client, doc: &Document, target: &Target) -> Result<()> {
+    let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
+    for s in [Role::NewBase, Role::Image, Role::OldBase]
+        .into_iter()
+        .filter_map(|r| doc.section(r))
+    {
+        if s.registry == target.registry && s.repository != target.repository {
+            scopes.push(format!("repository:{}:pull", s.repository));
+        }
+    }
+    client.want_scopes(&target.registry, &scopes)
 }
 
 fn target_ref(target: &Target, digest: Option<&Digest>) -> Reference {
@@ -62,6 +78,7 @@ fn new_pushed(
         uploaded: vec![],
         unchanged: false,
         dry_run: false,
+        extra: serde_json::Map::new(),
     }
 }
 

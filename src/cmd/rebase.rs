@@ -69,7 +69,7 @@ pub fn run(
         .as_ref()
         .expect("splice fills the result section");
     for note in &result.notes {
-        writeln!(err, "image-rebase: {note}")?;
+        writeln!(err, "image-rebase: note: {note}")?;
     }
     put_manifest::step(client, &mut doc, &args.push)?;
     if args.push.dry_run {

@@ -28,6 +28,7 @@ pub fn step(doc: &mut Document) -> Result<()> {
         registry: image.registry.clone(),
         repository: image.repository.clone(),
         tag: image.tag.clone(),
+        extra: Map::new(),
     };
 
     if split.up_to_date || split::already_on(ip, np, Some(split)).is_some() {

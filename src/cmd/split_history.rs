@@ -4,8 +4,8 @@ use crate::error::NotBased;
 use crate::split::{self, Parts};
 use anyhow::{Context, Result};
 
-/// Finds the split: `--layers` first, else at the old base when the document has one,
-/// else at the history entry that set the label. When the document has the new base and
+/// Finds the split: at the old base when the document has one, else `--layers`, else at
+/// the history entry that set the label. When the document has the new base and
 /// the image is already on it, the split is marked up to date.
 pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
     let image = doc.require(Role::Image)?;
@@ -13,10 +13,7 @@ pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
         manifest: &image.manifest,
         config: image.config(Role::Image)?,
     };
-    let found = if let Some(n) = args.layers {
-        split::by_layers(ip, n)
-            .with_context(|| format!("splitting {} at --layers {n}", image.reference))
-    } else if let Some(old) = &doc.old_base {
+    let found = if let Some(old) = &doc.old_base {
         let op = Parts {
             manifest: &old.manifest,
             config: old.config(Role::OldBase)?,
@@ -27,6 +24,9 @@ pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
                 image.reference, old.reference
             )
         })
+    } else if let Some(n) = args.layers {
+        split::by_layers(ip, n)
+            .with_context(|| format!("splitting {} at --layers {n}", image.reference))
     } else {
         split::by_label(ip, &args.label)
             .with_context(|| format!("finding the base of {}", image.reference))

@@ -2,6 +2,9 @@
 //! whose connections are reused. Everything fetched is verified against its digest and
 //! kept as the exact bytes that were hashed.
 
+mod auth;
+pub mod credentials;
+pub mod secret;
 mod transport;
 
 pub use transport::{Options, Transport};
@@ -42,15 +45,18 @@ impl Client {
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
-        let url = self.transport.url(
+        let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
+        let resp = self.transport.send(
             &r.registry,
-            &format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+            "GET",
+            &path,
+            &[("Accept", media::MANIFEST_ACCEPT)],
+            None,
         )?;
-        let resp = self
-            .transport
-            .send("GET", &url, &[("Accept", media::MANIFEST_ACCEPT)], None)?;
         if resp.status() != 200 {
-            return Err(transport::status_error(
+            return Err(self.transport.status_error(
+                &r.registry,
+                "GET",
                 resp,
                 "the registry refused the manifest request",
             ));
@@ -105,13 +111,14 @@ impl Client {
     /// HEADs a manifest: its digest, or `None` when the registry has no such manifest.
     /// A HEAD does not count as a pull on rate-limited registries.
     pub fn head_manifest(&self, r: &Reference) -> Result<Option<Digest>> {
-        let url = self.transport.url(
+        let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
+        let resp = self.transport.send(
             &r.registry,
-            &format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+            "HEAD",
+            &path,
+            &[("Accept", media::MANIFEST_ACCEPT)],
+            None,
         )?;
-        let resp =
-            self.transport
-                .send("HEAD", &url, &[("Accept", media::MANIFEST_ACCEPT)], None)?;
         match resp.status() {
             200 => match resp.header("Docker-Content-Digest") {
                 Some(h) => Ok(Some(
@@ -122,7 +129,9 @@ impl Client {
                 None => Ok(Some(self.fetch_manifest(r)?.digest)),
             },
             404 => Ok(None),
-            _ => Err(transport::status_error(
+            _ => Err(self.transport.status_error(
+                &r.registry,
+                "HEAD",
                 resp,
                 "the registry refused the manifest check",
             )),
@@ -137,12 +146,17 @@ impl Client {
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>> {
-        let url = self
-            .transport
-            .url(registry, &format!("/v2/{repository}/blobs/{digest}"))?;
-        let resp = self.transport.send("GET", &url, &[], None)?;
+        let resp = self.transport.send(
+            registry,
+            "GET",
+            &format!("/v2/{repository}/blobs/{digest}"),
+            &[],
+            None,
+        )?;
         if resp.status() != 200 {
-            return Err(transport::status_error(
+            return Err(self.transport.status_error(
+                registry,
+                "GET",
                 resp,
                 "the registry refused the blob request",
             ));
@@ -154,14 +168,19 @@ impl Client {
 
     /// Whether the repository has the blob (HEAD).
     pub fn blob_exists(&self, registry: &str, repository: &str, digest: &Digest) -> Result<bool> {
-        let url = self
-            .transport
-            .url(registry, &format!("/v2/{repository}/blobs/{digest}"))?;
-        let resp = self.transport.send("HEAD", &url, &[], None)?;
+        let resp = self.transport.send(
+            registry,
+            "HEAD",
+            &format!("/v2/{repository}/blobs/{digest}"),
+            &[],
+            None,
+        )?;
         match resp.status() {
             200 => Ok(true),
             404 => Ok(false),
-            _ => Err(transport::status_error(
+            _ => Err(self.transport.status_error(
+                registry,
+                "HEAD",
                 resp,
                 "the registry refused the blob check",
             )),
@@ -177,24 +196,36 @@ impl Client {
         digest: &Digest,
         from: &str,
     ) -> Result<Mount> {
-        let url = self.transport.url(
+        let path = format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}");
+        let resp = self.transport.send(
             registry,
-            &format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}"),
+            "POST",
+            &path,
+            &[("Content-Length", "0")],
+            Some(b""),
         )?;
-        let resp = self
-            .transport
-            .send("POST", &url, &[("Content-Length", "0")], Some(b""))?;
         match resp.status() {
             201 => Ok(Mount::Mounted),
             202 => {
                 if let Some(location) = resp.header("Location") {
-                    let location = self.transport.resolve(registry, location)?;
                     // Best effort: an abandoned session expires on its own anyway.
-                    let _ = self.transport.send("DELETE", &location, &[], None);
+                    let _ = self.transport.send(registry, "DELETE", location, &[], None);
+                }
+                if self.transport.grants(registry, from, "pull") == Some(false) {
+                    bail!(
+                        "cannot mount it from {registry}/{from}: {} has no pull right on {registry}/{from}",
+                        self.transport.identity(registry)
+                    );
                 }
                 Ok(Mount::NotMounted)
             }
-            _ => Err(transport::status_error(
+            401 | 403 if self.transport.grants(registry, from, "pull") == Some(false) => bail!(
+                "cannot mount it from {registry}/{from}: {} has no pull right on {registry}/{from}",
+                self.transport.identity(registry)
+            ),
+            _ => Err(self.transport.status_error(
+                registry,
+                "POST",
                 resp,
                 "the registry refused the blob mount",
             )),
@@ -209,14 +240,18 @@ impl Client {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<()> {
-        let url = self
-            .transport
-            .url(registry, &format!("/v2/{repository}/blobs/uploads/"))?;
-        let resp = self
-            .transport
-            .send("POST", &url, &[("Content-Length", "0")], Some(b""))?;
+        let start = format!("/v2/{repository}/blobs/uploads/");
+        let resp = self.transport.send(
+            registry,
+            "POST",
+            &start,
+            &[("Content-Length", "0")],
+            Some(b""),
+        )?;
         if resp.status() != 202 {
-            return Err(transport::status_error(
+            return Err(self.transport.status_error(
+                registry,
+                "POST",
                 resp,
                 "the registry refused to start an upload",
             ));
@@ -227,19 +262,25 @@ impl Client {
         let mut location = self.transport.resolve(registry, location)?;
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(&format!("digest={digest}"));
-        let resp = self.transport.send(
-            "PUT",
-            &location,
-            &[("Content-Type", "application/octet-stream")],
-            Some(bytes),
-        )?;
+        let headers = [("Content-Type", "application/octet-stream")];
+        let resp = self
+            .transport
+            .send(registry, "PUT", &location, &headers, Some(bytes))?;
         if resp.status() != 201 {
-            return Err(transport::status_error(
+            return Err(self.transport.status_error(
+                registry,
+                "PUT",
                 resp,
                 "the registry refused the upload",
             ));
         }
         Ok(())
+    }
+
+    /// Declares the scopes an operation will need on `registry`, so that one token covers
+    /// them all (target first).
+    pub fn want_scopes(&self, registry: &str, scopes: &[String]) -> Result<()> {
+        self.transport.want(registry, scopes)
     }
 
     /// PUTs a manifest under a tag or its digest; returns the digest the registry reports.
@@ -251,14 +292,18 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest> {
-        let url = self
-            .transport
-            .url(registry, &format!("/v2/{repository}/manifests/{reference}"))?;
-        let resp =
-            self.transport
-                .send("PUT", &url, &[("Content-Type", media_type)], Some(bytes))?;
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let resp = self.transport.send(
+            registry,
+            "PUT",
+            &path,
+            &[("Content-Type", media_type)],
+            Some(bytes),
+        )?;
         if resp.status() != 201 {
-            return Err(transport::status_error(
+            return Err(self.transport.status_error(
+                registry,
+                "PUT",
                 resp,
                 "the registry refused the manifest",
             ));

@@ -1,96 +1,529 @@
-//! HTTP transport: scheme choice, request logging, error bodies in plain words.
+//! HTTP transport: scheme and TLS, authentication, retries, request logging, and
+//! registry errors in plain words. One ureq agent; connections are reused.
 
+use super::auth::{self, Challenge, Token};
+use super::credentials::{Found, Sources};
+use super::secret::Secret;
 use crate::reference::is_loopback_host;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to reach registries.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
-    /// Allow plain HTTP to registries that are not on loopback.
+    /// Allow plain HTTP and unverified certificates for registries not on loopback.
     pub insecure: bool,
-    /// Log every request (method, URL, status) to stderr.
+    /// Log every request (method, URL, status) and retry to stderr.
     pub verbose: bool,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_cert: Option<PathBuf>,
+    /// Connect and read timeout of one request.
+    pub timeout: Duration,
+    pub credentials: Sources,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            insecure: false,
+            verbose: false,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+            credentials: Sources::default(),
+        }
+    }
+}
+
+/// Retries of one idempotent request: at most this many attempts...
+const MAX_ATTEMPTS: u32 = 4;
+/// ...waiting at most this long in all...
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// ...and at most this long at once (a longer Retry-After ends the retries).
+const MAX_ONE_WAIT: Duration = Duration::from_secs(30);
+
+/// What is known of one registry.
+struct State {
+    /// `scheme://host`.
+    base: String,
+    challenge: Option<Challenge>,
+    token: Option<Token>,
+    /// Scopes the current operation needs, asked for in the next token.
+    wanted: Vec<String>,
+    credential: Option<Option<Found>>,
 }
 
 pub struct Transport {
     agent: ureq::Agent,
     options: Options,
+    registries: Mutex<HashMap<String, Arc<Mutex<State>>>>,
 }
 
 impl Transport {
     pub fn new(options: Options) -> Result<Transport> {
+        let tls = if options.insecure {
+            insecure_tls()?
+        } else {
+            verified_tls(options.ca_cert.as_deref())?
+        };
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(60))
-            .timeout_write(Duration::from_secs(60))
+            .timeout_connect(options.timeout)
+            .timeout_read(options.timeout)
+            .timeout_write(options.timeout)
             .user_agent(concat!("image-rebase/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
             .build();
-        Ok(Transport { agent, options })
+        Ok(Transport {
+            agent,
+            options,
+            registries: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// `scheme://host` for a registry: plain HTTP on loopback or with `--insecure`.
-    pub fn base(&self, registry: &str) -> String {
+    /// The state of a registry, pinging it first (`GET /v2/`) to learn its scheme and
+    /// what authentication it asks for.
+    fn state(&self, registry: &str) -> Result<Arc<Mutex<State>>> {
+        if let Some(s) = self.registries.lock().expect("not poisoned").get(registry) {
+            return Ok(s.clone());
+        }
+        let (base, challenge) = self.ping(registry)?;
+        let state = Arc::new(Mutex::new(State {
+            base,
+            challenge,
+            token: None,
+            wanted: vec![],
+            credential: None,
+        }));
+        Ok(self
+            .registries
+            .lock()
+            .expect("not poisoned")
+            .entry(registry.to_string())
+            .or_insert(state)
+            .clone())
+    }
+
+    fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
         let host = if registry == crate::reference::DOCKER_HUB {
             "registry-1.docker.io"
         } else {
             registry
         };
-        let scheme = if is_loopback_host(registry) || self.options.insecure {
-            "http"
+        let schemes: &[&str] = if is_loopback_host(registry) || self.options.insecure {
+            &["https", "http"]
         } else {
-            "https"
+            &["https"]
         };
-        format!("{scheme}://{host}")
+        let mut failures = Vec::new();
+        for (i, scheme) in schemes.iter().enumerate() {
+            let base = format!("{scheme}://{host}");
+            let url = format!("{base}/v2/");
+            let last = i + 1 == schemes.len();
+            let result = if last {
+                self.send_with_retries("GET", &url, &[], None, None)
+            } else {
+                self.send_once("GET", &url, &[], None, None)
+            };
+            match result {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let challenge = resp
+                        .header("WWW-Authenticate")
+                        .and_then(auth::parse_challenge);
+                    drain(resp);
+                    return match status {
+                        200 => Ok((base, None)),
+                        401 => Ok((base, challenge)),
+                        404 => bail!(
+                            "{registry} does not speak the registry API (GET {url} answered 404)"
+                        ),
+                        s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
+                    };
+                }
+                Err(e) => failures.push(format!("{scheme}: {e:#}")),
+            }
+        }
+        let mut msg = format!(
+            "cannot reach the registry {registry}: {}",
+            failures.join("; ")
+        );
+        if failures
+            .iter()
+            .any(|f| f.contains("certificate") || f.contains("Certificate"))
+        {
+            msg.push_str(" (a registry with a private CA needs --ca-cert FILE; --insecure skips verification)");
+        }
+        Err(anyhow!(msg))
     }
 
-    pub fn url(&self, registry: &str, path: &str) -> Result<String> {
-        Ok(format!("{}{path}", self.base(registry)))
+    /// Adds scopes that the next token for `registry` should cover (the target's
+    /// pull,push first, then each mount source's pull), so one token serves a whole push.
+    pub fn want(&self, registry: &str, scopes: &[String]) -> Result<()> {
+        let state = self.state(registry)?;
+        let mut st = state.lock().expect("not poisoned");
+        let mut wanted = scopes.to_vec();
+        wanted.append(&mut st.wanted);
+        st.wanted = auth::merge_scopes(&wanted);
+        Ok(())
     }
 
-    /// Resolves a Location header against the registry.
+    /// Resolves a path or a Location header against the registry.
     pub fn resolve(&self, registry: &str, location: &str) -> Result<String> {
         if location.starts_with("http://") || location.starts_with("https://") {
             Ok(location.to_string())
         } else if location.starts_with('/') {
-            Ok(format!("{}{location}", self.base(registry)))
+            let state = self.state(registry)?;
+            let base = state.lock().expect("not poisoned").base.clone();
+            Ok(format!("{base}{location}"))
         } else {
             bail!("the registry sent an unusable Location header {location:?}")
         }
     }
 
-    /// Sends one request and returns the response whatever its status.
+    /// Sends one request to a registry (a path, or a URL it gave), authenticating as it
+    /// asks, and returns the response whatever its status.
     pub fn send(
+        &self,
+        registry: &str,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<ureq::Response> {
+        let state = self.state(registry)?;
+        let url = self.resolve(registry, target)?;
+        let scopes = scopes_for(method, &url);
+        let mut asked_again = false;
+        loop {
+            let authorization = {
+                let mut st = state.lock().expect("not poisoned");
+                self.authorization(&mut st, registry, &scopes)?
+            };
+            let resp =
+                self.send_with_retries(method, &url, headers, authorization.as_ref(), body)?;
+            if resp.status() != 401 || asked_again {
+                return Ok(resp);
+            }
+            let Some(challenge) = resp
+                .header("WWW-Authenticate")
+                .and_then(auth::parse_challenge)
+            else {
+                return Ok(resp);
+            };
+            let mut st = state.lock().expect("not poisoned");
+            let retry = match (&challenge, &st.challenge) {
+                // Asked for more than the token covers: once more with the wider scope.
+                (Challenge::Bearer { scope, .. }, _) => {
+                    let mut wanted = st.wanted.clone();
+                    // One scope parameter may hold several, space-separated.
+                    wanted.extend(
+                        scope
+                            .iter()
+                            .flat_map(|s| s.split_whitespace().map(str::to_string)),
+                    );
+                    if let Some(t) = st.token.take() {
+                        wanted.extend(t.requested);
+                    }
+                    st.wanted = auth::merge_scopes(&wanted);
+                    true
+                }
+                // Basic credentials sent and refused: asking again will not help.
+                (Challenge::Basic, Some(Challenge::Basic)) => authorization.is_none(),
+                (Challenge::Basic, _) => true,
+            };
+            st.challenge = Some(challenge);
+            if !retry {
+                return Ok(resp);
+            }
+            drain(resp);
+            asked_again = true;
+        }
+    }
+
+    /// The Authorization header for a request needing `scopes`.
+    fn authorization(
+        &self,
+        st: &mut State,
+        registry: &str,
+        scopes: &[String],
+    ) -> Result<Option<Secret>> {
+        let Some(challenge) = st.challenge.clone() else {
+            return Ok(None);
+        };
+        if st.credential.is_none() {
+            st.credential = Some(
+                self.options
+                    .credentials
+                    .lookup(registry)
+                    .with_context(|| format!("looking up credentials for {registry}"))?,
+            );
+        }
+        let credential = st.credential.clone().flatten();
+        match challenge {
+            Challenge::Basic => Ok(credential.and_then(|f| match f.credential {
+                super::credentials::Credential::Basic { username, password } => {
+                    Some(auth::basic_header(&username, &password))
+                }
+                // An identity token is no Basic password.
+                super::credentials::Credential::IdentityToken(_) => None,
+            })),
+            Challenge::Bearer { realm, service, .. } => {
+                if let Some(t) = &st.token
+                    && t.fresh()
+                    && scopes.iter().all(|s| t.covers(s))
+                {
+                    return Ok(Some(Secret::new(format!("Bearer {}", t.value.expose()))));
+                }
+                let mut requested = st.wanted.clone();
+                requested.extend(scopes.iter().cloned());
+                if let Some(t) = st.token.as_ref().filter(|t| t.fresh()) {
+                    requested.extend(t.requested.iter().cloned());
+                }
+                let requested = auth::merge_scopes(&requested);
+                let plain_loopback = st.base.starts_with("http://") && is_loopback_host(registry);
+                auth::check_realm(&realm, plain_loopback)?;
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), requested, credential.as_ref())
+                    .with_context(|| format!("getting a token for {registry} from {realm}"))?;
+                let header = Secret::new(format!("Bearer {}", token.value.expose()));
+                st.token = Some(token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: Vec<String>,
+        credential: Option<&Found>,
+    ) -> Result<Token> {
+        let req = auth::token_request(realm, service, &scopes, credential);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let resp = match &req.body {
+            Some(body) => self.send_once(
+                req.method,
+                &req.url,
+                &form,
+                req.authorization.as_ref(),
+                Some(body.expose().as_bytes()),
+            )?,
+            None => {
+                self.send_with_retries(req.method, &req.url, &[], req.authorization.as_ref(), None)?
+            }
+        };
+        match resp.status() {
+            200 => {
+                let body = read_limited(resp, 1024 * 1024, "token response")?;
+                auth::parse_token_response(&body, scopes)
+            }
+            401 | 403 => {
+                let who = credential
+                    .map(Found::describe)
+                    .unwrap_or_else(|| "anonymous access".to_string());
+                Err(status_error(
+                    resp,
+                    &format!("the token service refused {who}"),
+                ))
+            }
+            _ => Err(status_error(resp, "the token service failed")),
+        }
+    }
+
+    fn send_once(
         &self,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
+        authorization: Option<&Secret>,
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
         let mut req = self.agent.request(method, url);
         for (k, v) in headers {
             req = req.set(k, v);
         }
+        if let Some(a) = authorization {
+            req = req.set("Authorization", a.expose());
+        }
         let result = match body {
             Some(b) => req.send_bytes(b),
             None => req.call(),
         };
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(_, resp)) => resp,
-            Err(ureq::Error::Transport(t)) => {
+        match result {
+            Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
                 if self.options.verbose {
-                    eprintln!("image-rebase: {method} {url} -> {t}");
+                    eprintln!("image-rebase: {method} {url} -> {}", resp.status());
                 }
-                return Err(anyhow!("{method} {url}: {}", transport_message(&t)));
+                Ok(resp)
             }
-        };
-        if self.options.verbose {
-            eprintln!("image-rebase: {method} {url} -> {}", resp.status());
+            Err(ureq::Error::Transport(t)) => {
+                let msg = transport_message(&t);
+                if self.options.verbose {
+                    eprintln!("image-rebase: {method} {url} -> {msg}");
+                }
+                Err(TransportError {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    msg,
+                    retryable: retryable(&t),
+                }
+                .into())
+            }
         }
-        Ok(resp)
     }
+
+    /// Sends a request; an idempotent one is retried on connection errors, 5xx and 429
+    /// (honouring Retry-After), a bounded number of times within a bounded time.
+    fn send_with_retries(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&Secret>,
+        body: Option<&[u8]>,
+    ) -> Result<ureq::Response> {
+        let idempotent = matches!(method, "GET" | "HEAD" | "DELETE")
+            || (method == "PUT" && url.contains("/manifests/"));
+        let mut waited = Duration::ZERO;
+        for attempt in 1.. {
+            let result = self.send_once(method, url, headers, authorization, body);
+            let (why, retry_after) = match &result {
+                Ok(r) if matches!(r.status(), 429 | 500 | 502 | 503 | 504) => {
+                    (format!("HTTP {}", r.status()), retry_after(r))
+                }
+                Err(e)
+                    if e.downcast_ref::<TransportError>()
+                        .is_some_and(|t| t.retryable) =>
+                {
+                    (format!("{e}"), None)
+                }
+                _ => return result,
+            };
+            let delay = retry_after.unwrap_or_else(|| Duration::from_millis(250 << (attempt - 1)));
+            if !idempotent
+                || attempt >= MAX_ATTEMPTS
+                || delay > MAX_ONE_WAIT
+                || waited + delay > MAX_RETRY_WAIT
+            {
+                return result;
+            }
+            if self.options.verbose {
+                eprintln!(
+                    "image-rebase: {method} {url}: {why}; retry {attempt} of {} in {:.1}s",
+                    MAX_ATTEMPTS - 1,
+                    delay.as_secs_f64()
+                );
+            }
+            if let Ok(r) = result {
+                drain(r);
+            }
+            std::thread::sleep(delay);
+            waited += delay;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Whether the current token for `registry` grants `action` on `repository`
+    /// (`None` when unknown: no token, or one whose claims cannot be read).
+    pub fn grants(&self, registry: &str, repository: &str, action: &str) -> Option<bool> {
+        let state = self.state(registry).ok()?;
+        let st = state.lock().expect("not poisoned");
+        st.token.as_ref()?.grants(repository, action)
+    }
+
+    /// Who we are on `registry`, for messages.
+    pub fn identity(&self, registry: &str) -> String {
+        let Ok(state) = self.state(registry) else {
+            return "unknown credentials".into();
+        };
+        let st = state.lock().expect("not poisoned");
+        match &st.credential {
+            Some(Some(f)) => f.describe(),
+            Some(None) => format!(
+                "no credentials (none found for {registry} in {})",
+                self.options.credentials.describe()
+            ),
+            None => "anonymous access (the registry asked for none)".into(),
+        }
+    }
+
+    /// An error for an unexpected status, with what can be said about access rights.
+    pub fn status_error(
+        &self,
+        registry: &str,
+        method: &str,
+        resp: ureq::Response,
+        doing: &str,
+    ) -> anyhow::Error {
+        let status = resp.status();
+        let url = resp.get_url().to_string();
+        let base = status_error(resp, doing);
+        let hint = match status {
+            401 | 403 => {
+                let missing: Vec<String> = scopes_for(method, &url)
+                    .iter()
+                    .filter_map(|s| {
+                        auth::split_scope(s).map(|(n, a)| {
+                            (
+                                n.to_string(),
+                                a.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                            )
+                        })
+                    })
+                    .flat_map(|(n, acts)| acts.into_iter().map(move |a| (n.clone(), a)))
+                    .filter(|(n, a)| self.grants(registry, n, a) == Some(false))
+                    .map(|(n, a)| format!("{a} on {registry}/{n}"))
+                    .collect();
+                if missing.is_empty() && status == 401 {
+                    Some(format!(
+                        "the registry did not accept {}",
+                        self.identity(registry)
+                    ))
+                } else if missing.is_empty() {
+                    Some(format!("access denied to {}", self.identity(registry)))
+                } else {
+                    Some(format!(
+                        "{} has no {} right",
+                        self.identity(registry),
+                        missing.join(", no ")
+                    ))
+                }
+            }
+            _ => None,
+        };
+        match hint {
+            Some(h) => base.context(h),
+            None => base,
+        }
+    }
+}
+
+/// A request that got no HTTP response.
+#[derive(Debug)]
+struct TransportError {
+    method: String,
+    url: String,
+    msg: String,
+    retryable: bool,
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.method, self.url, self.msg)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+fn retryable(t: &ureq::Transport) -> bool {
+    matches!(
+        t.kind(),
+        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Io | ureq::ErrorKind::ProxyConnect
+    )
 }
 
 fn transport_message(t: &ureq::Transport) -> String {
@@ -101,13 +534,58 @@ fn transport_message(t: &ureq::Transport) -> String {
     if let Some(source) = std::error::Error::source(t) {
         msg.push_str(&format!(": {source}"));
     }
-    if matches!(
-        t.kind(),
-        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
-    ) {
-        msg.push_str(" (is the registry running and the host name right?)");
-    }
     msg
+}
+
+/// The Retry-After header as a delay (seconds form; an HTTP date counts as absent).
+fn retry_after(resp: &ureq::Response) -> Option<Duration> {
+    resp.header("Retry-After")?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Reads and drops a body so the connection can be reused.
+fn drain(resp: ureq::Response) {
+    let _ = std::io::copy(
+        &mut resp.into_reader().take(1024 * 1024),
+        &mut std::io::sink(),
+    );
+}
+
+/// The scopes a request needs: pull for reads, pull,push for writes, and pull on the
+/// source of a mount.
+pub fn scopes_for(method: &str, url: &str) -> Vec<String> {
+    let path_and_query = url
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((&path_and_query, ""));
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return vec![];
+    };
+    let cut = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.rfind(m))
+        .max();
+    let Some(cut) = cut else { return vec![] };
+    let name = &rest[..cut];
+    let actions = if matches!(method, "GET" | "HEAD") {
+        "pull"
+    } else {
+        "pull,push"
+    };
+    let mut scopes = vec![format!("repository:{name}:{actions}")];
+    for pair in query.split('&') {
+        if let Some(from) = pair.strip_prefix("from=") {
+            scopes.push(format!("repository:{from}:pull"));
+        }
+    }
+    scopes
 }
 
 /// Reads a body of at most `limit` bytes; `what` names it in the error.
@@ -127,6 +605,23 @@ pub fn read_limited(resp: ureq::Response, limit: u64, what: &str) -> Result<Vec<
     Ok(bytes)
 }
 
+/// What registry error codes mean, in plain words.
+fn explain(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "MANIFEST_BLOB_UNKNOWN" => "the manifest references a blob that is not in this repository",
+        "BLOB_UNKNOWN" => "the blob is not in this repository",
+        "MANIFEST_UNKNOWN" => "no such manifest (tag or digest) in this repository",
+        "NAME_UNKNOWN" => "no such repository on this registry",
+        "DENIED" => "access denied",
+        "UNAUTHORIZED" => "authentication required, or the credentials were not accepted",
+        "TOOMANYREQUESTS" => "the registry is rate limiting these requests; try again later",
+        "MANIFEST_INVALID" => "the registry rejected the manifest as invalid",
+        "DIGEST_INVALID" => "the content does not match its digest",
+        "UNSUPPORTED" => "the registry does not support this operation",
+        _ => return None,
+    })
+}
+
 /// An error for an unexpected status, with the registry's error codes in plain words.
 pub fn status_error(resp: ureq::Response, doing: &str) -> anyhow::Error {
     let status = resp.status();
@@ -144,8 +639,8 @@ pub fn status_error(resp: ureq::Response, doing: &str) -> anyhow::Error {
             let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("UNKNOWN");
             let message = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
             let mut d = format!("{code}: {message}");
-            if let Some(detail) = e.get("detail").filter(|d| !d.is_null()) {
-                d.push_str(&format!(" ({detail})"));
+            if let Some(plain) = explain(code) {
+                d.push_str(&format!(" ({plain})"));
             }
             details.push(d);
         }
@@ -154,5 +649,128 @@ pub fn status_error(resp: ureq::Response, doing: &str) -> anyhow::Error {
         anyhow!("{doing}: HTTP {status} {text}")
     } else {
         anyhow!("{doing}: HTTP {status} {text}: {}", details.join("; "))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS that verifies certificates against the public roots plus `ca_cert`.
+fn verified_tls(ca_cert: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_cert {
+        let what = || format!("--ca-cert {}", path.display());
+        let mut n = 0;
+        for cert in CertificateDer::pem_file_iter(path).with_context(what)? {
+            roots.add(cert.with_context(what)?).with_context(what)?;
+            n += 1;
+        }
+        if n == 0 {
+            bail!(
+                "--ca-cert {}: the file holds no PEM certificate",
+                path.display()
+            );
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// TLS that accepts any certificate (`--insecure`).
+fn insecure_tls() -> Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_from_urls() {
+        assert_eq!(
+            scopes_for("GET", "http://r:5000/v2/team/app/manifests/1"),
+            ["repository:team/app:pull"]
+        );
+        assert_eq!(
+            scopes_for("HEAD", "https://r/v2/a/blobs/b/blobs/sha256:x"),
+            ["repository:a/blobs/b:pull"]
+        );
+        assert_eq!(
+            scopes_for(
+                "POST",
+                "http://r/v2/team/app/blobs/uploads/?mount=sha256:x&from=library/base"
+            ),
+            [
+                "repository:team/app:pull,push",
+                "repository:library/base:pull"
+            ]
+        );
+        assert_eq!(
+            scopes_for(
+                "PUT",
+                "http://r/v2/app/blobs/uploads/uuid?_state=s&digest=d"
+            ),
+            ["repository:app:pull,push"]
+        );
+        assert!(scopes_for("GET", "http://r/v2/").is_empty());
     }
 }
