@@ -92,9 +92,10 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
                 .as_deref()
                 .map(|r| parse_reference(g, r))
                 .transpose()?;
+            let client = client(g, false)?;
             let mut doc = read_document("fetch-manifest", true)?;
             fetch_manifest::step(
-                &client(g, false)?,
+                &client,
                 &mut doc,
                 args.role,
                 reference.as_ref(),
@@ -103,8 +104,9 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             write_document(&doc, out)
         }
         Command::FetchConfig => {
+            let client = client(g, false)?;
             let mut doc = read_document("fetch-config", false)?;
-            fetch_config::step(&client(g, false)?, &mut doc)?;
+            fetch_config::step(&client, &mut doc)?;
             write_document(&doc, out)
         }
         Command::SplitHistory(args) => {
@@ -121,8 +123,9 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             write_document(&doc, out)
         }
         Command::PutManifest(args) => {
+            let client = client(g, false)?;
             let mut doc = read_document("put-manifest", false)?;
-            put_manifest::step(&client(g, false)?, &mut doc, &args.push)?;
+            put_manifest::step(&client, &mut doc, &args.push)?;
             write_document(&doc, out)
         }
         Command::Rebase(args) => rebase::run(&client(g, true)?, g, &args, out, err),

@@ -143,7 +143,15 @@ impl Transport {
                         s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
                     };
                 }
-                Err(e) => failures.push(format!("{scheme}: {e:#}")),
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    failures.push(format!("{scheme}: {text}"));
+                    // The registry speaks TLS but its certificate is not trusted: plain
+                    // HTTP would only hide that.
+                    if text.to_lowercase().contains("certificate") {
+                        break;
+                    }
+                }
             }
         }
         let mut msg = format!(
@@ -230,8 +238,8 @@ impl Transport {
                     st.wanted = auth::merge_scopes(&wanted);
                     true
                 }
-                // Basic credentials sent and refused: asking again will not help.
-                (Challenge::Basic, Some(Challenge::Basic)) => authorization.is_none(),
+                // Asked for Basic already: the same credentials (or none) again will not help.
+                (Challenge::Basic, Some(Challenge::Basic)) => false,
                 (Challenge::Basic, _) => true,
             };
             st.challenge = Some(challenge);
@@ -462,43 +470,44 @@ impl Transport {
         let status = resp.status();
         let url = resp.get_url().to_string();
         let base = status_error(resp, doing);
-        let hint = match status {
-            401 | 403 => {
-                let missing: Vec<String> = scopes_for(method, &url)
-                    .iter()
-                    .filter_map(|s| {
-                        auth::split_scope(s).map(|(n, a)| {
-                            (
-                                n.to_string(),
-                                a.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
-                            )
-                        })
-                    })
-                    .flat_map(|(n, acts)| acts.into_iter().map(move |a| (n.clone(), a)))
-                    .filter(|(n, a)| self.grants(registry, n, a) == Some(false))
-                    .map(|(n, a)| format!("{a} on {registry}/{n}"))
-                    .collect();
-                if missing.is_empty() && status == 401 {
-                    Some(format!(
-                        "the registry did not accept {}",
-                        self.identity(registry)
-                    ))
-                } else if missing.is_empty() {
-                    Some(format!("access denied to {}", self.identity(registry)))
-                } else {
-                    Some(format!(
-                        "{} has no {} right",
-                        self.identity(registry),
-                        missing.join(", no ")
-                    ))
+        if status != 401 && status != 403 {
+            return base;
+        }
+        let mut missing = Vec::new();
+        for scope in scopes_for(method, &url) {
+            let Some((name, actions)) = auth::split_scope(&scope) else {
+                continue;
+            };
+            for action in actions {
+                if self.grants(registry, name, action) == Some(false) {
+                    missing.push(format!("{action} right on {registry}/{name}"));
                 }
             }
-            _ => None,
-        };
-        match hint {
-            Some(h) => base.context(h),
-            None => base,
         }
+        let none_found = self
+            .registries
+            .lock()
+            .expect("not poisoned")
+            .get(registry)
+            .is_some_and(|s| matches!(s.lock().expect("not poisoned").credential, Some(None)));
+        let hint = if !missing.is_empty() {
+            format!(
+                "{} has no {}",
+                self.identity(registry),
+                missing.join(" and no ")
+            )
+        } else if status == 401 && none_found {
+            format!(
+                "the registry {registry} requires credentials and none were found for it (looked in {}); \
+                 log in with docker login, or give --username with --password-stdin",
+                self.options.credentials.describe()
+            )
+        } else if status == 401 {
+            format!("the registry did not accept {}", self.identity(registry))
+        } else {
+            format!("access denied to {}", self.identity(registry))
+        };
+        base.context(hint)
     }
 }
 

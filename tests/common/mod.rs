@@ -46,6 +46,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with("")
+    }
+
+    /// A registry with `extra` appended to its config (`auth:` sections), and `http:`
+    /// settings from `http_extra` (e.g. `  tls:` lines, indented by two spaces).
+    pub fn start_with(extra: &str) -> Registry {
+        Registry::start_full(extra, "")
+    }
+
+    pub fn start_full(extra: &str, http_extra: &str) -> Registry {
         let dir = TempDir::new("registry");
         for attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -55,7 +65,7 @@ impl Registry {
                 .port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: image-rebase-tests\n",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: image-rebase-tests\n{http_extra}{extra}",
                 dir.path().join("data").display()
             );
             std::fs::write(dir.path().join("config.yml"), config).unwrap();
@@ -77,7 +87,7 @@ impl Registry {
                 }
                 let listening = std::fs::read_to_string(dir.path().join("registry.log"))
                     .is_ok_and(|l| l.contains(&format!("listening on {addr}")));
-                if listening && ureq::get(&format!("http://{addr}/v2/")).call().is_ok() {
+                if listening && std::net::TcpStream::connect(&addr).is_ok() {
                     return Registry { addr, dir, child };
                 }
                 std::thread::sleep(Duration::from_millis(50));
