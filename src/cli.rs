@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Rebase container images in a registry onto a new base, writing only a new config and manifest",
     after_help = "Exit status: 0 done (or already up to date), 1 the image is not based on the given old base \
-                  (or its base cannot be found), 2 any other error.\n\
+                  or cannot be split, 2 any other error.\n\
                   See image-rebase(1) and image-rebase-<command>(1)."
 )]
 pub struct Cli {
@@ -21,10 +21,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Log every registry request (method, URL, status) to stderr
+    /// Log every registry request (method, URL, status) and every retry to stderr
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Allow plain HTTP to registries that are not on loopback
+    /// Allow plain HTTP, and accept any TLS certificate, for every registry
     #[arg(long, global = true)]
     pub insecure: bool,
     /// Default registry for references without a registry host (instead of docker.io)
@@ -113,8 +113,8 @@ pub struct PutArgs {
 pub struct RebaseArgs {
     /// The image to rebase: [registry/]repository[:tag][@sha256:digest]
     pub image: String,
-    /// The base the image is built on now (default: from the image's annotations, or
-    /// the split is found by label or --layers)
+    /// The base the image is built on now (default: none with --layers, else from the
+    /// image's annotations, else the split is found by label)
     #[arg(
         long,
         visible_alias = "from-base",
