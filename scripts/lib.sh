@@ -272,3 +272,82 @@ raw_manifest() {
 raw_config() {
 	skopeo inspect --tls-verify=false --raw --config "docker://${1:?usage: raw_config REF}"
 }
+
+# build_index LAYOUT TAG [--attestation] CHILD=OS/ARCH[/VARIANT]...
+# Writes a multi-platform OCI index into LAYOUT under TAG that lists the images tagged
+# CHILD (built with build_image) with the given platforms, in the order given; with
+# --attestation, also a BuildKit-style attestation entry (platform unknown/unknown,
+# annotation vnd.docker.reference.type) for the first child. Push it with
+# `push_index LAYOUT TAG REF [v2s2]`.
+build_index() {
+	local usage="usage: build_index LAYOUT TAG [--attestation] CHILD=OS/ARCH[/VARIANT]..."
+	local layout=${1:?$usage} tag=${2:?$usage} attest=0 spec child platform os arch variant
+	local manifests="[]" digest size first="" blob
+	shift 2
+	if [[ ${1:-} == --attestation ]]; then attest=1 && shift; fi
+	(($# > 0)) || _lib_die "$usage" || return 1
+	for spec in "$@"; do
+		child=${spec%%=*} platform=${spec#*=}
+		IFS=/ read -r os arch variant <<<"$platform"
+		digest=$(jq -r --arg t "$child" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$layout/index.json")
+		[[ -n $digest ]] || _lib_die "build_index: no image tagged $child in $layout" || return 1
+		size=$(stat -c %s "$layout/blobs/sha256/${digest#sha256:}")
+		[[ -n $first ]] || first=$digest
+		manifests=$(jq -c --arg d "$digest" --argjson s "$size" --arg os "$os" --arg arch "$arch" --arg v "$variant" \
+			'. + [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $s,
+			  platform: ({os: $os, architecture: $arch} + (if $v == "" then {} else {variant: $v} end))}]' <<<"$manifests")
+	done
+	if ((attest)); then
+		local statement config att
+		statement=$(_lib_blob "$layout" '{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://slsa.dev/provenance/v0.2"}')
+		config=$(_lib_blob "$layout" '{}')
+		att=$(_lib_blob "$layout" "$(jq -cn --arg c "$config" --arg s "$statement" '{schemaVersion: 2,
+			mediaType: "application/vnd.oci.image.manifest.v1+json",
+			config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: ("sha256:" + ($c | split(" ")[0])), size: ($c | split(" ")[1] | tonumber)},
+			layers: [{mediaType: "application/vnd.in-toto+json", digest: ("sha256:" + ($s | split(" ")[0])), size: ($s | split(" ")[1] | tonumber),
+			  annotations: {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}]}')")
+		manifests=$(jq -c --arg a "$att" --arg ref "$first" '. + [{mediaType: "application/vnd.oci.image.manifest.v1+json",
+			digest: ("sha256:" + ($a | split(" ")[0])), size: ($a | split(" ")[1] | tonumber),
+			platform: {os: "unknown", architecture: "unknown"},
+			annotations: {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": $ref}}]' <<<"$manifests")
+	fi
+	blob=$(_lib_blob "$layout" "$(jq -cn --argjson m "$manifests" '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: $m}')")
+	digest=sha256:${blob%% *} size=${blob##* }
+	jq --arg t "$tag" --arg d "$digest" --argjson s "$size" \
+		'.manifests = ([.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] != $t)]
+		  + [{mediaType: "application/vnd.oci.image.index.v1+json", digest: $d, size: $s,
+		      annotations: {"org.opencontainers.image.ref.name": $t}}])' \
+		"$layout/index.json" >"$layout/index.json.new" && mv "$layout/index.json.new" "$layout/index.json"
+}
+
+# _lib_blob LAYOUT CONTENT: stores CONTENT (no trailing newline) as a blob; prints "HEX SIZE".
+_lib_blob() {
+	local layout=$1 content=$2 hex
+	hex=$(printf '%s' "$content" | sha256sum | cut -d' ' -f1)
+	printf '%s' "$content" >"$layout/blobs/sha256/$hex"
+	echo "$hex ${#content}"
+}
+
+# push_index LAYOUT TAG REF [v2s2]: copies the index and every image it lists.
+push_index() {
+	local usage="usage: push_index LAYOUT TAG REF [v2s2]"
+	local layout=${1:?$usage} tag=${2:?$usage} ref=${3:?$usage}
+	local -a format=()
+	[[ ${4:-} == v2s2 ]] && format=(--format v2s2)
+	skopeo copy --quiet --all --dest-tls-verify=false "${format[@]}" "oci:$layout:$tag" "docker://$ref"
+}
+
+# unpack_platform REF OS/ARCH[/VARIANT] OUTDIR: like unpack_image, for one platform of
+# a multi-platform image.
+unpack_platform() {
+	local usage="usage: unpack_platform REF OS/ARCH[/VARIANT] OUTDIR"
+	local ref=${1:?$usage} platform=${2:?$usage} out=${3:?$usage} os arch variant
+	local -a over=() rootless=()
+	IFS=/ read -r os arch variant <<<"$platform"
+	over=(--override-os "$os" --override-arch "$arch")
+	[[ -z $variant ]] || over+=(--override-variant "$variant")
+	[[ $(id -u) -eq 0 ]] || rootless=(--rootless)
+	mkdir -p "$out"
+	skopeo "${over[@]}" copy --quiet --src-tls-verify=false "docker://$ref" "oci:$out/layout:img"
+	umoci unpack "${rootless[@]}" --image "$out/layout:img" "$out/bundle" >/dev/null
+}

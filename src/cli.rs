@@ -78,6 +78,10 @@ pub struct FetchManifestArgs {
     /// The label that names the new base when no reference is given
     #[arg(long, value_name = "NAME", default_value = "FROM")]
     pub label: String,
+    /// For a multi-platform image: rebase only these platforms (os/arch[/variant];
+    /// repeat the option or separate with commas)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -101,6 +105,13 @@ pub struct PushArgs {
     /// Do everything but write: check which blobs are present, mount and upload nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Multi-platform image with one platform left: push only that platform's rebased
+    /// manifest under the tag, no index
+    #[arg(long)]
+    pub single: bool,
+    /// Keep attestation entries of the index (they describe the old image) in the new index
+    #[arg(long)]
+    pub keep_attestations: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +141,10 @@ pub struct RebaseArgs {
         value_name = "REF"
     )]
     pub new_base: Option<String>,
+    /// For a multi-platform image: rebase only these platforms (os/arch[/variant];
+    /// repeat the option or separate with commas)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
     #[command(flatten)]
     pub split: SplitArgs,
     #[command(flatten)]

@@ -95,6 +95,7 @@ mod tests {
             manifest,
             config: Some(json!({"config": {"Labels": labels}})),
             found_by: None,
+            index_digest: None,
             extra: Map::new(),
         }
     }

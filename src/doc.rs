@@ -11,10 +11,39 @@ use serde_json::{Map, Value};
 /// Version of the document format; bumped on incompatible changes.
 pub const VERSION: u64 = 1;
 
+/// The document. For a single image its sections are at the top level; for a
+/// multi-platform index, `index` holds the index and `platforms` one entry per rebased
+/// platform, each with the same sections.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Document {
     /// Format version (`1`).
     pub image_rebase: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexSection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformUnit>,
+    #[serde(flatten)]
+    pub unit: Unit,
+    /// Fields of other tools or later versions: kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Document {
+            image_rebase: VERSION,
+            index: None,
+            platforms: vec![],
+            unit: Unit::default(),
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The sections of one single-platform rebase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Unit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,24 +56,46 @@ pub struct Document {
     pub result: Option<ResultSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<Pushed>,
-    /// Fields of other tools or later versions: kept as they are.
+}
+
+/// One platform of a multi-platform image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlatformUnit {
+    pub platform: crate::platform::Platform,
+    #[serde(flatten)]
+    pub unit: Unit,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-impl Default for Document {
-    fn default() -> Self {
-        Document {
-            image_rebase: VERSION,
-            image: None,
-            old_base: None,
-            new_base: None,
-            split: None,
-            result: None,
-            pushed: None,
-            extra: Map::new(),
-        }
-    }
+/// A multi-platform image: the index as fetched, and (after put-manifest) the new one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IndexSection {
+    pub reference: String,
+    pub registry: String,
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// The index as the registry served it.
+    pub manifest: Value,
+    /// Entries left out of `platforms` and why (`attestation`, `excluded by --platform`).
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    pub reason: String,
 }
 
 /// The three images a rebase reads, by the role they play.
@@ -92,9 +143,12 @@ pub struct ImageSection {
     pub manifest: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
-    /// How the reference was found: `argument`, `annotation` or `label`.
+    /// How the reference was found: `argument`, `annotation`, `label` or `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub found_by: Option<String>,
+    /// The digest of the multi-platform index this manifest was picked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -218,7 +272,7 @@ pub struct Pushed {
     pub extra: Map<String, Value>,
 }
 
-impl Document {
+impl Unit {
     pub fn section(&self, role: Role) -> Option<&ImageSection> {
         match role {
             Role::Image => self.image.as_ref(),
@@ -244,6 +298,25 @@ impl Document {
                 role.producer()
             )
         })
+    }
+}
+
+impl Document {
+    /// Whether the document is for a multi-platform index.
+    pub fn is_index(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// The units to work on: each platform's, or the single one.
+    pub fn units_mut(&mut self) -> Vec<(Option<String>, &mut Unit)> {
+        if self.index.is_some() {
+            self.platforms
+                .iter_mut()
+                .map(|p| (Some(p.platform.to_string()), &mut p.unit))
+                .collect()
+        } else {
+            vec![(None, &mut self.unit)]
+        }
     }
 
     /// Parses a document, checking its version.

@@ -13,6 +13,7 @@ pub mod image;
 pub mod io;
 pub mod media;
 pub mod merge;
+pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod splice;

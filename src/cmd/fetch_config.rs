@@ -1,25 +1,40 @@
 use crate::digest::Digest;
-use crate::doc::{Document, ImageSection, Role};
+use crate::doc::{Document, ImageSection, Role, Unit};
 use crate::image;
 use crate::registry::{Client, MAX_JSON_BYTES};
 use anyhow::{Context, Result};
 
-/// Fetches the config blob of every image section that has none yet.
+/// Fetches the config blob of every image section that has none yet (of every platform
+/// of an index).
 pub fn step(client: &Client, doc: &mut Document) -> Result<()> {
-    doc.require(Role::Image)?;
+    if !doc.is_index() {
+        doc.unit.require(Role::Image)?;
+    }
+    for (platform, unit) in doc.units_mut() {
+        unit_step(client, unit).with_context(|| {
+            platform
+                .map(|p| format!("platform {p}"))
+                .unwrap_or_default()
+        })?;
+    }
+    Ok(())
+}
+
+pub fn unit_step(client: &Client, unit: &mut Unit) -> Result<()> {
     for role in [Role::Image, Role::OldBase, Role::NewBase] {
-        if let Some(section) = doc.section_mut(role).as_mut()
+        if let Some(section) = unit.section_mut(role).as_mut()
             && section.config.is_none()
         {
-            let config = fetch(client, section)
-                .with_context(|| format!("fetching config of {}", section.reference))?;
-            section.config = Some(config);
+            section.config = Some(
+                fetch(client, section)
+                    .with_context(|| format!("fetching config of {}", section.reference))?,
+            );
         }
     }
     Ok(())
 }
 
-fn fetch(client: &Client, section: &ImageSection) -> Result<serde_json::Value> {
+pub fn fetch(client: &Client, section: &ImageSection) -> Result<serde_json::Value> {
     let (digest, _) = image::config_descriptor(&section.manifest)?;
     let digest: Digest = digest.parse()?;
     let bytes = client.fetch_blob(

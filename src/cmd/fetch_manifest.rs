@@ -1,69 +1,78 @@
 use crate::cmd::fetch_config;
 use crate::detect;
-use crate::doc::{Document, ImageSection, Role};
-use crate::media::Family;
+use crate::doc::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
+use crate::media::{self, Family};
+use crate::platform::{Platform, is_attestation};
 use crate::reference::Reference;
 use crate::registry::Client;
-use anyhow::{Context, Result, bail};
-use serde_json::Map;
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Map, Value};
 
-/// Fetches the manifest of `reference` into the section for `role`. Without a reference
-/// the old or new base is found in the image: its base annotations, else label `label`.
-/// Sections derived from the old contents (split, result, pushed) are dropped.
+/// What fetch-manifest is told besides the reference.
+pub struct Options<'a> {
+    /// The label that names the new base when no reference is given.
+    pub label: &'a str,
+    /// For a multi-platform image: the platforms to rebase (all when empty).
+    pub platforms: &'a [Platform],
+}
+
+/// Fetches the manifest of `reference` into the section for `role`. An index as the image
+/// gives one platform entry per platform (attestations and platforms left out by
+/// `--platform` are listed as skipped); an index as a base gives each platform the
+/// base's manifest for that platform. Without a reference the old or new base is found
+/// in the image: its base annotations, else its label. Sections derived from the old
+/// contents (split, result, pushed) are dropped.
 pub fn step(
     client: &Client,
     doc: &mut Document,
     role: Role,
     reference: Option<&Reference>,
-    label: &str,
+    opts: &Options,
 ) -> Result<()> {
+    if role == Role::Image {
+        let r = reference.context("fetch-manifest needs the image's reference")?;
+        return fetch_image(client, doc, r, opts).with_context(|| format!("fetching manifest {r}"));
+    }
     let (r, found_by) = match reference {
         Some(r) => (r.clone(), "argument"),
-        None => find(client, doc, role, label)?,
+        None => find(client, doc, role, opts.label)?,
     };
-    let mut section = fetch(client, &r).with_context(|| format!("fetching manifest {r}"))?;
-    section.found_by = Some(found_by.to_string());
-    *doc.section_mut(role) = Some(section);
-    doc.split = None;
-    doc.result = None;
-    doc.pushed = None;
-    Ok(())
+    fetch_base(client, doc, role, &r, found_by).with_context(|| format!("fetching manifest {r}"))
 }
 
-fn find(
-    client: &Client,
-    doc: &mut Document,
-    role: Role,
-    label: &str,
-) -> Result<(Reference, &'static str)> {
-    let image = doc.require(Role::Image)?;
-    match role {
-        Role::Image => bail!("fetch-manifest needs the image's reference"),
-        Role::OldBase => match detect::old_base(image)? {
-            Some(r) => Ok((r, "annotation")),
-            None => bail!(
-                "{} has no {} and {} annotations to name its old base: give the old base's reference, \
-                 or leave the old base out and split by label or --layers",
-                image.reference,
-                detect::BASE_NAME,
-                detect::BASE_DIGEST
-            ),
-        },
-        Role::NewBase => {
-            if image.config.is_none() {
-                fetch_config::step(client, doc)?;
-            }
-            detect::new_base(doc.require(Role::Image)?, label)
-        }
-    }
+/// A manifest as fetched: a single image, or an index.
+enum Fetched {
+    Single(Box<ImageSection>),
+    Index(Box<IndexSection>),
 }
 
-fn fetch(client: &Client, r: &Reference) -> Result<ImageSection> {
+fn fetch_any(client: &Client, r: &Reference) -> Result<Fetched> {
     let fetched = client.fetch_manifest(r)?;
-    Family::of_manifest(&fetched.media_type)?;
-    let manifest =
+    let manifest: Value =
         serde_json::from_slice(&fetched.bytes).context("the manifest is not valid JSON")?;
-    Ok(ImageSection {
+    if matches!(
+        fetched.media_type.as_str(),
+        media::OCI_INDEX | media::DOCKER_LIST
+    ) {
+        if !manifest.get("manifests").is_some_and(Value::is_array) {
+            bail!("the index has no \"manifests\" array");
+        }
+        return Ok(Fetched::Index(Box::new(IndexSection {
+            reference: r.to_string(),
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            tag: r.tag.clone(),
+            digest: fetched.digest,
+            media_type: fetched.media_type,
+            size: fetched.bytes.len() as u64,
+            manifest,
+            skipped: vec![],
+            pushed: None,
+            extra: Map::new(),
+        })));
+    }
+    Family::of_manifest(&fetched.media_type)?;
+    Ok(Fetched::Single(Box::new(ImageSection {
         reference: r.to_string(),
         registry: r.registry.clone(),
         repository: r.repository.clone(),
@@ -74,6 +83,265 @@ fn fetch(client: &Client, r: &Reference) -> Result<ImageSection> {
         manifest,
         config: None,
         found_by: None,
+        index_digest: None,
         extra: Map::new(),
-    })
+    })))
+}
+
+/// Fetches the child `descriptor` of index `ix` as a single image.
+fn fetch_child(
+    client: &Client,
+    ix: &IndexSection,
+    descriptor: &Value,
+    reference: String,
+) -> Result<ImageSection> {
+    let digest = descriptor
+        .get("digest")
+        .and_then(Value::as_str)
+        .context("an index entry has no digest")?;
+    let r = Reference {
+        registry: ix.registry.clone(),
+        repository: ix.repository.clone(),
+        tag: None,
+        digest: Some(digest.parse()?),
+    };
+    match fetch_any(client, &r).with_context(|| format!("fetching manifest {r}"))? {
+        Fetched::Single(mut s) => {
+            s.reference = reference;
+            s.index_digest = Some(ix.digest.clone());
+            Ok(*s)
+        }
+        Fetched::Index(_) => {
+            bail!("the index entry {digest} is itself an index; nested indexes are not supported")
+        }
+    }
+}
+
+fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Options) -> Result<()> {
+    doc.unit = Unit::default();
+    doc.index = None;
+    doc.platforms.clear();
+    match fetch_any(client, r)? {
+        Fetched::Single(mut s) => {
+            s.found_by = Some("argument".into());
+            doc.unit.image = Some(*s);
+        }
+        Fetched::Index(mut ix) => {
+            let descriptors = ix.manifest["manifests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for d in &descriptors {
+                let digest: crate::digest::Digest = d
+                    .get("digest")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .parse()?;
+                let platform = Platform::of_descriptor(d);
+                let skip = |reason: &str| Skipped {
+                    digest: digest.clone(),
+                    platform: platform.as_ref().map(|p| p.to_string()),
+                    reason: reason.into(),
+                };
+                if is_attestation(d) {
+                    ix.skipped.push(skip("attestation"));
+                    continue;
+                }
+                let Some(p) = platform.clone() else {
+                    ix.skipped.push(skip("no platform"));
+                    continue;
+                };
+                if !opts.platforms.is_empty() && !opts.platforms.iter().any(|w| w.matches(&p)) {
+                    ix.skipped.push(skip("excluded by --platform"));
+                    continue;
+                }
+                let mut image = fetch_child(client, &ix, d, format!("{}@{digest}", r.name()))?;
+                image.found_by = Some("index".into());
+                doc.platforms.push(PlatformUnit {
+                    platform: p,
+                    unit: Unit {
+                        image: Some(image),
+                        ..Unit::default()
+                    },
+                    extra: Map::new(),
+                });
+            }
+            if doc.platforms.is_empty() {
+                let wanted: Vec<String> = opts.platforms.iter().map(|p| p.to_string()).collect();
+                bail!(
+                    "no platform of the index is left to rebase (asked for: {})",
+                    if wanted.is_empty() {
+                        "all".into()
+                    } else {
+                        wanted.join(", ")
+                    }
+                );
+            }
+            doc.index = Some(*ix);
+        }
+    }
+    Ok(())
+}
+
+/// The platforms an index offers, for messages.
+fn offered(ix: &IndexSection) -> String {
+    let list: Vec<String> = ix.manifest["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| !is_attestation(d))
+        .filter_map(Platform::of_descriptor)
+        .map(|p| p.to_string())
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// The entry of index `ix` for `platform`.
+fn pick<'a>(ix: &'a IndexSection, platform: &Platform, what: &str) -> Result<&'a Value> {
+    ix.manifest["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| !is_attestation(d))
+        .find(|d| Platform::of_descriptor(d).is_some_and(|p| p.matches(platform)))
+        .ok_or_else(|| {
+            anyhow!(
+                "the {what} {} has no manifest for {platform} (it has {}); leave that platform out with --platform",
+                ix.reference,
+                offered(ix)
+            )
+        })
+}
+
+fn fetch_base(
+    client: &Client,
+    doc: &mut Document,
+    role: Role,
+    r: &Reference,
+    found_by: &str,
+) -> Result<()> {
+    let fetched = fetch_any(client, r)?;
+    let what = if role == Role::OldBase {
+        "old base"
+    } else {
+        "new base"
+    };
+    let base_for = |client: &Client, unit: &mut Unit, platform: &Platform| -> Result<()> {
+        let mut section = match &fetched {
+            Fetched::Index(ix) => {
+                fetch_child(client, ix, pick(ix, platform, what)?, r.to_string())?
+            }
+            Fetched::Single(s) => {
+                let mut s = (**s).clone();
+                s.config = Some(fetch_config::fetch(client, &s)?);
+                let theirs = s.config.as_ref().and_then(Platform::of_config);
+                if !theirs.as_ref().is_some_and(|t| t.matches(platform)) {
+                    bail!(
+                        "the {what} {r} is a single image for {}, not for {platform}",
+                        theirs
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "an unknown platform".into())
+                    );
+                }
+                s
+            }
+        };
+        section.found_by = Some(found_by.to_string());
+        *unit.section_mut(role) = Some(section);
+        unit.split = None;
+        unit.result = None;
+        unit.pushed = None;
+        Ok(())
+    };
+    if doc.is_index() {
+        for p in doc.platforms.iter_mut() {
+            let platform = p.platform.clone();
+            base_for(client, &mut p.unit, &platform)
+                .with_context(|| format!("platform {platform}"))?;
+        }
+        if let Some(ix) = doc.index.as_mut() {
+            ix.pushed = None;
+        }
+        return Ok(());
+    }
+    match &fetched {
+        Fetched::Single(s) => {
+            let mut s = (**s).clone();
+            s.found_by = Some(found_by.to_string());
+            *doc.unit.section_mut(role) = Some(s);
+            doc.unit.split = None;
+            doc.unit.result = None;
+            doc.unit.pushed = None;
+        }
+        Fetched::Index(_) => {
+            // A single image on an index base: the base's manifest for the image's own
+            // platform, from its config (never the host's).
+            fetch_config::unit_step(client, &mut doc.unit)?;
+            let image = doc.unit.require(Role::Image)?;
+            let platform = image.config.as_ref().and_then(Platform::of_config).with_context(|| {
+                format!("the config of {} names no os and architecture to pick the {what}'s platform by", image.reference)
+            })?;
+            base_for(client, &mut doc.unit, &platform)?;
+        }
+    }
+    Ok(())
+}
+
+/// The image as base detection sees it: the single image, or for an index the index's
+/// annotations with the first platform's config (for the label).
+pub fn detection_view(doc: &Document) -> Result<ImageSection> {
+    match &doc.index {
+        None => Ok(doc.unit.require(Role::Image)?.clone()),
+        Some(ix) => {
+            let first = doc
+                .platforms
+                .first()
+                .and_then(|p| p.unit.image.as_ref())
+                .context("the index has no platform")?;
+            let mut view = first.clone();
+            view.reference = ix.reference.clone();
+            view.registry = ix.registry.clone();
+            view.manifest = ix.manifest.clone();
+            Ok(view)
+        }
+    }
+}
+
+/// The old or new base named by the image itself.
+pub fn find(
+    client: &Client,
+    doc: &mut Document,
+    role: Role,
+    label: &str,
+) -> Result<(Reference, &'static str)> {
+    if role == Role::NewBase {
+        // The label is in the config.
+        if doc.is_index() {
+            if let Some(p) = doc.platforms.first_mut() {
+                fetch_config::unit_step(client, &mut p.unit)?;
+            }
+        } else {
+            doc.unit.require(Role::Image)?;
+            fetch_config::unit_step(client, &mut doc.unit)?;
+        }
+    }
+    let view = detection_view(doc)?;
+    match role {
+        Role::Image => bail!("fetch-manifest needs the image's reference"),
+        Role::OldBase => match detect::old_base(&view)? {
+            Some(r) => Ok((r, "annotation")),
+            None => bail!(
+                "{} has no {} and {} annotations to name its old base: give the old base's reference, \
+                 or leave the old base out and split by label or --layers",
+                view.reference,
+                detect::BASE_NAME,
+                detect::BASE_DIGEST
+            ),
+        },
+        Role::NewBase => detect::new_base(&view, label),
+    }
 }

@@ -10,7 +10,9 @@ pub mod splice;
 pub mod split_history;
 
 use crate::cli::{Cli, Command, Global};
+use crate::doc::Document;
 use crate::io::{read_document, write_document};
+use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::credentials::{Credential, Found, Sources};
 use crate::registry::secret::Secret;
@@ -92,15 +94,15 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
                 .as_deref()
                 .map(|r| parse_reference(g, r))
                 .transpose()?;
+            let platforms = Platform::parse_list(&args.platform)?;
             let client = client(g, false)?;
             let mut doc = read_document("fetch-manifest", true)?;
-            fetch_manifest::step(
-                &client,
-                &mut doc,
-                args.role,
-                reference.as_ref(),
-                &args.label,
-            )?;
+            let opts = fetch_manifest::Options {
+                label: &args.label,
+                platforms: &platforms,
+            };
+            fetch_manifest::step(&client, &mut doc, args.role, reference.as_ref(), &opts)?;
+            note_skipped(&doc, err)?;
             write_document(&doc, out)
         }
         Command::FetchConfig => {
@@ -117,7 +119,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::Splice => {
             let mut doc = read_document("splice", false)?;
             splice::step(&mut doc)?;
-            for note in doc.result.iter().flat_map(|r| &r.notes) {
+            for note in notes_of(&doc) {
                 writeln!(err, "image-rebase: note: {note}")?;
             }
             write_document(&doc, out)
@@ -125,9 +127,44 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::PutManifest(args) => {
             let client = client(g, false)?;
             let mut doc = read_document("put-manifest", false)?;
-            put_manifest::step(&client, &mut doc, &args.push)?;
+            for note in put_manifest::step(&client, &mut doc, &args.push)? {
+                writeln!(err, "image-rebase: note: {note}")?;
+            }
             write_document(&doc, out)
         }
         Command::Rebase(args) => rebase::run(&client(g, true)?, g, &args, out, err),
     }
+}
+
+/// The notes of every result of the document (each platform's, prefixed with it).
+pub fn notes_of(doc: &Document) -> Vec<String> {
+    let mut notes = Vec::new();
+    for note in doc.unit.result.iter().flat_map(|r| &r.notes) {
+        notes.push(note.clone());
+    }
+    for p in &doc.platforms {
+        for note in p.unit.result.iter().flat_map(|r| &r.notes) {
+            notes.push(format!("{}: {note}", p.platform));
+        }
+    }
+    notes
+}
+
+/// Says on `err` which entries of an index are not rebased.
+pub fn note_skipped(doc: &Document, err: &mut impl Write) -> Result<()> {
+    // Attestations are reported by put-manifest, which leaves them out.
+    for s in doc
+        .index
+        .iter()
+        .flat_map(|ix| &ix.skipped)
+        .filter(|s| s.reason != "attestation")
+    {
+        let what = s.platform.as_deref().unwrap_or("an entry");
+        writeln!(
+            err,
+            "image-rebase: note: not rebasing {what} ({}): {}",
+            s.digest, s.reason
+        )?;
+    }
+    Ok(())
 }

@@ -1,41 +1,294 @@
 use crate::cli::PushArgs;
 use crate::digest::Digest;
-use crate::doc::{Document, Pushed, ResultSection, Role, Target};
+use crate::doc::{Document, IndexSection, PlatformUnit, Pushed, ResultSection, Role, Target, Unit};
 use crate::image;
 use crate::media::Family;
+use crate::platform::is_attestation;
 use crate::reference::{Reference, check_tag};
 use crate::registry::{Client, MAX_JSON_BYTES, Mount};
 use crate::splice::finalize;
 use anyhow::{Context, Result, bail};
+use serde_json::{Map, json};
 
 /// Pushes the result: every layer is made present in the target repository by a
 /// cross-repository mount (no layer data moves), the config is uploaded, and the manifest
 /// is put last so that a failure part-way never moves the tag. A target tag that already
 /// holds this manifest is left alone; one that holds an unrelated image is refused unless
-/// `--force`. An up-to-date result writes nothing, or only the tag when it differs.
-pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<()> {
-    let result = doc
+/// `--force`. An up-to-date result writes nothing, or only the tag when it differs. For a
+/// multi-platform image each platform's manifest is pushed by digest, then the new index
+/// under the tag. Returns notes for the user.
+pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Vec<String>> {
+    if let Some(t) = &args.tag {
+        check_tag(t)?;
+    }
+    if doc.is_index() {
+        return index_step(client, doc, args);
+    }
+    if args.single {
+        bail!("--single is for multi-platform images; this one is a single image");
+    }
+    let unit = &doc.unit;
+    let mut target = unit
+        .result
+        .as_ref()
+        .context("the document has no \"result\" section: run image-rebase splice first")?
+        .target
+        .clone();
+    if let Some(t) = &args.tag {
+        target.tag = Some(t.clone());
+    }
+    let pushed = push_unit(client, unit, &target, args)?;
+    doc.unit.pushed = Some(pushed);
+    Ok(vec![])
+}
+
+/// Pushes one single-platform result to `target`.
+fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushArgs) -> Result<Pushed> {
+    let result = unit
         .result
         .as_ref()
         .context("the document has no \"result\" section: run image-rebase splice first")?;
-    let mut target = result.target.clone();
-    if let Some(t) = &args.tag {
-        check_tag(t)?;
-        target.tag = Some(t.clone());
-    }
-    declare_scopes(client, doc, &target)?;
-    let pushed = if result.up_to_date {
-        retag(client, doc, &target, args)?
+    declare_scopes(client, unit, target)?;
+    if result.up_to_date {
+        retag(client, unit, target, args)
     } else {
-        push(client, doc, result, &target, args)?
+        push(client, unit, result, target, args)
+    }
+}
+
+fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Vec<String>> {
+    let ix = doc.index.clone().expect("an index document");
+    if args.single {
+        let [only] = doc.platforms.as_mut_slice() else {
+            let left: Vec<String> = doc
+                .platforms
+                .iter()
+                .map(|p| p.platform.to_string())
+                .collect();
+            bail!(
+                "--single pushes one platform's manifest, but {} platforms are left ({}): choose one with --platform",
+                left.len(),
+                left.join(", ")
+            );
+        };
+        let mut target = only
+            .unit
+            .result
+            .as_ref()
+            .context("no \"result\": run image-rebase splice first")?
+            .target
+            .clone();
+        target.tag = args.tag.clone().or(ix.tag.clone());
+        let pushed = push_unit(client, &only.unit, &target, args)
+            .with_context(|| format!("platform {}", only.platform))?;
+        only.unit.pushed = Some(pushed);
+        return Ok(vec![]);
+    }
+    // Each platform by digest: the index refers to them.
+    let by_digest = PushArgs {
+        tag: None,
+        force: false,
+        ..args.clone()
     };
-    doc.pushed = Some(pushed);
-    Ok(())
+    for p in doc.platforms.iter_mut() {
+        let mut target = p
+            .unit
+            .result
+            .as_ref()
+            .context("no \"result\": run image-rebase splice first")?
+            .target
+            .clone();
+        target.tag = None;
+        let pushed = push_unit(client, &p.unit, &target, &by_digest)
+            .with_context(|| format!("platform {}", p.platform))?;
+        p.unit.pushed = Some(pushed);
+    }
+    let (manifest, changed, notes) = build_index(&ix, &doc.platforms, args.keep_attestations)?;
+    let target = Target {
+        registry: ix.registry.clone(),
+        repository: ix.repository.clone(),
+        tag: args.tag.clone().or(ix.tag.clone()),
+        extra: Map::new(),
+    };
+    let name = format!("{}/{}", target.registry, target.repository);
+    let bytes = if changed {
+        serde_json::to_vec(&manifest)?
+    } else {
+        Vec::new()
+    };
+    let digest = if changed {
+        Digest::of(&bytes)
+    } else {
+        ix.digest.clone()
+    };
+    let mut pushed = new_pushed(
+        &target,
+        &digest,
+        &ix.media_type,
+        if changed { bytes.len() as u64 } else { ix.size },
+        &digest,
+    );
+    pushed.dry_run = args.dry_run;
+    let same_place =
+        target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
+    if (!changed && same_place) || check_index_target(client, doc, &target, &digest, args.force)? {
+        pushed.unchanged = true;
+    } else if !args.dry_run {
+        let bytes = if changed {
+            bytes
+        } else {
+            let pinned = Reference {
+                registry: ix.registry.clone(),
+                repository: ix.repository.clone(),
+                tag: None,
+                digest: Some(ix.digest.clone()),
+            };
+            client
+                .fetch_manifest(&pinned)
+                .with_context(|| format!("fetching manifest {pinned}"))?
+                .bytes
+        };
+        put(client, &target, &digest, &ix.media_type, &bytes)
+            .with_context(|| format!("putting the index into {name}"))?;
+    }
+    doc.index.as_mut().expect("an index document").pushed = Some(pushed);
+    Ok(notes)
+}
+
+/// The new index: the original's entries in order, each rebased platform pointing at its
+/// new manifest, attestations left out unless `keep_attestations`. Returns it, whether it
+/// differs from the original, and notes.
+fn build_index(
+    ix: &IndexSection,
+    platforms: &[PlatformUnit],
+    keep_attestations: bool,
+) -> Result<(serde_json::Value, bool, Vec<String>)> {
+    let mut manifest = ix.manifest.clone();
+    let mut changed = false;
+    let mut notes = Vec::new();
+    let mut entries = Vec::new();
+    for d in ix.manifest["manifests"].as_array().into_iter().flatten() {
+        let digest = d.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
+        let unit = platforms.iter().find(|p| {
+            p.unit
+                .image
+                .as_ref()
+                .is_some_and(|i| i.digest.as_str() == digest)
+        });
+        let mut d = d.clone();
+        if let Some(p) = unit {
+            if let Some(pushed) = p
+                .unit
+                .pushed
+                .as_ref()
+                .filter(|pushed| pushed.digest.as_str() != digest)
+            {
+                d["digest"] = json!(pushed.digest);
+                d["size"] = json!(pushed.size);
+                d["mediaType"] = json!(pushed.media_type);
+                changed = true;
+            }
+        } else if is_attestation(&d) {
+            if !keep_attestations {
+                notes.push(format!(
+                    "left out {digest} from the new index: an attestation describes the old image (--keep-attestations keeps it)"
+                ));
+                changed = true;
+                continue;
+            }
+        } else {
+            let platform = crate::platform::Platform::of_descriptor(&d)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "an entry".into());
+            notes.push(format!(
+                "kept {platform} ({digest}) unchanged: it was not rebased"
+            ));
+        }
+        entries.push(d);
+    }
+    manifest["manifests"] = serde_json::Value::Array(entries);
+    // An OCI index records its new base too, as its manifests do.
+    if changed && ix.media_type == crate::media::OCI_INDEX {
+        let base = platforms
+            .iter()
+            .filter_map(|p| p.unit.result.as_ref())
+            .find_map(|r| r.manifest.get("annotations").cloned());
+        if let Some(base) = base {
+            let annotations = crate::image::object_mut(&mut manifest, "annotations")?;
+            for key in [crate::detect::BASE_NAME, crate::detect::BASE_DIGEST] {
+                if let Some(v) = base.get(key) {
+                    annotations.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+    }
+    Ok((manifest, changed, notes))
+}
+
+/// Like `check_target`, for an index: a tag holding an index whose every platform is a
+/// rebase of ours may be replaced.
+fn check_index_target(
+    client: &Client,
+    doc: &Document,
+    target: &Target,
+    digest: &Digest,
+    force: bool,
+) -> Result<bool> {
+    let ix = doc.index.as_ref().expect("an index document");
+    let r = target_ref(
+        target,
+        if target.tag.is_none() {
+            Some(digest)
+        } else {
+            None
+        },
+    );
+    let Some(current) = client
+        .head_manifest(&r)
+        .with_context(|| format!("checking {r}"))?
+    else {
+        return Ok(false);
+    };
+    if &current == digest {
+        return Ok(true);
+    }
+    if force || current == ix.digest {
+        return Ok(false);
+    }
+    let pinned = target_ref(target, Some(&current));
+    let fetched = client.fetch_manifest(&pinned)?;
+    let theirs: serde_json::Value = serde_json::from_slice(&fetched.bytes)?;
+    let mut all = theirs.get("manifests").and_then(|m| m.as_array()).is_some();
+    for p in &doc.platforms {
+        let child = theirs["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| {
+                crate::platform::Platform::of_descriptor(d).is_some_and(|q| q.matches(&p.platform))
+            });
+        let Some(child) = child.and_then(|c| c.get("digest")).and_then(|d| d.as_str()) else {
+            all = false;
+            break;
+        };
+        if !is_rebase_of(client, &p.unit, &target_ref(target, Some(&child.parse()?)))? {
+            all = false;
+            break;
+        }
+    }
+    if !all {
+        bail!(
+            "the tag {r} already holds {current}, which is neither {} nor a rebase of it: \
+             give --force to overwrite it, or another --tag",
+            ix.reference
+        );
+    }
+    Ok(false)
 }
 
 /// One token for the whole push: pull,push on the target, pull on each repository of the
 /// same registry that blobs may be mounted from.
-fn declare_scopes(client: &Client, doc: &Document, target: &Target) -> Result<()> {
+fn declare_scopes(client: &Client, doc: &Unit, target: &Target) -> Result<()> {
     let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
     for s in [Role::NewBase, Role::Image, Role::OldBase]
         .into_iter()
@@ -84,7 +337,7 @@ fn new_pushed(
 
 fn push(
     client: &Client,
-    doc: &Document,
+    doc: &Unit,
     result: &ResultSection,
     target: &Target,
     args: &PushArgs,
@@ -146,7 +399,7 @@ fn push(
 
 /// The image is already on the new base: nothing to write unless the target is another
 /// tag, which then gets the image's own manifest bytes.
-fn retag(client: &Client, doc: &Document, target: &Target, args: &PushArgs) -> Result<Pushed> {
+fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushArgs) -> Result<Pushed> {
     let image = doc.require(Role::Image)?;
     let (config_digest, _) = image::config_descriptor(&image.manifest)?;
     let config_digest: Digest = config_digest.parse()?;
@@ -211,7 +464,7 @@ fn put(
 /// a rebase of it, unless `force`.
 fn check_target(
     client: &Client,
-    doc: &Document,
+    doc: &Unit,
     target: &Target,
     digest: &Digest,
     force: bool,
@@ -251,7 +504,7 @@ fn check_target(
 }
 
 /// Whether the manifest at `r` has the image's own part (top layers and history) on top.
-fn is_rebase_of(client: &Client, doc: &Document, r: &Reference) -> Result<bool> {
+fn is_rebase_of(client: &Client, doc: &Unit, r: &Reference) -> Result<bool> {
     let image = doc.require(Role::Image)?;
     let Some(split) = &doc.split else {
         return Ok(false);
@@ -290,7 +543,7 @@ fn is_rebase_of(client: &Client, doc: &Document, r: &Reference) -> Result<bool> 
 
 /// The repositories (registry, repository) of the document's images whose manifests list
 /// this layer: where it can be mounted from.
-fn sources_of(doc: &Document, layer: &str) -> Vec<(String, String)> {
+fn sources_of(doc: &Unit, layer: &str) -> Vec<(String, String)> {
     [Role::NewBase, Role::Image, Role::OldBase]
         .into_iter()
         .filter_map(|role| doc.section(role))

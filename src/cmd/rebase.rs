@@ -1,9 +1,11 @@
 use crate::cli::{Global, RebaseArgs};
 use crate::cmd::{
-    fetch_config, fetch_manifest, parse_reference, put_manifest, splice, split_history,
+    fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, put_manifest, splice,
+    split_history,
 };
 use crate::detect;
-use crate::doc::{Document, Role};
+use crate::doc::{Document, ImageSection, Pushed, Role, Unit};
+use crate::platform::Platform;
 use crate::reference::check_tag;
 use crate::registry::Client;
 use anyhow::Result;
@@ -13,7 +15,7 @@ use std::io::Write;
 /// with --dry-run, the plan).
 ///
 /// Precedence: --old-base/--new-base given explicitly; else --layers for the split;
-/// else the OCI base annotations on the image's manifest; else the label (FROM).
+/// else the OCI base annotations on the image's manifest (or index); else the label.
 pub fn run(
     client: &Client,
     g: &Global,
@@ -33,67 +35,102 @@ pub fn run(
         .as_deref()
         .map(|r| parse_reference(g, r))
         .transpose()?;
+    let platforms = Platform::parse_list(&args.platform)?;
     if let Some(tag) = &args.push.tag {
         check_tag(tag)?;
     }
+    let opts = fetch_manifest::Options {
+        label: &args.split.label,
+        platforms: &platforms,
+    };
 
     let mut doc = Document::default();
-    fetch_manifest::step(
-        client,
-        &mut doc,
-        Role::Image,
-        Some(&image),
-        &args.split.label,
-    )?;
+    fetch_manifest::step(client, &mut doc, Role::Image, Some(&image), &opts)?;
+    note_skipped(&doc, err)?;
     let old_base = match old_base {
         Some(r) => Some((r, "argument")),
         None if args.split.layers.is_some() => None,
-        None => detect::old_base(doc.require(Role::Image)?)?.map(|r| (r, "annotation")),
+        None => {
+            detect::old_base(&fetch_manifest::detection_view(&doc)?)?.map(|r| (r, "annotation"))
+        }
     };
     if let Some((r, how)) = old_base {
-        fetch_manifest::step(client, &mut doc, Role::OldBase, Some(&r), &args.split.label)?;
-        doc.old_base.as_mut().expect("just fetched").found_by = Some(how.to_string());
+        fetch_manifest::step(client, &mut doc, Role::OldBase, Some(&r), &opts)?;
+        for (_, unit) in doc.units_mut() {
+            if let Some(s) = unit.old_base.as_mut() {
+                s.found_by = Some(how.to_string());
+            }
+        }
     }
-    fetch_manifest::step(
-        client,
-        &mut doc,
-        Role::NewBase,
-        new_base.as_ref(),
-        &args.split.label,
-    )?;
+    fetch_manifest::step(client, &mut doc, Role::NewBase, new_base.as_ref(), &opts)?;
     fetch_config::step(client, &mut doc)?;
     split_history::step(&mut doc, &args.split)?;
     splice::step(&mut doc)?;
-    let result = doc
-        .result
-        .as_ref()
-        .expect("splice fills the result section");
-    for note in &result.notes {
+    for note in notes_of(&doc) {
         writeln!(err, "image-rebase: note: {note}")?;
     }
-    put_manifest::step(client, &mut doc, &args.push)?;
+    for note in put_manifest::step(client, &mut doc, &args.push)? {
+        writeln!(err, "image-rebase: note: {note}")?;
+    }
     if args.push.dry_run {
         return plan(&doc, out);
     }
-    let pushed = doc
-        .pushed
-        .as_ref()
-        .expect("put-manifest fills the pushed section");
-    writeln!(out, "{}", pushed.reference)?;
+    writeln!(out, "{}", final_pushed(&doc).reference)?;
     Ok(())
 }
 
-/// What a dry run prints: the plan, one fact a line.
+/// What was written last: the index, or the single image (or platform with --single).
+fn final_pushed(doc: &Document) -> &Pushed {
+    if let Some(p) = doc.index.as_ref().and_then(|ix| ix.pushed.as_ref()) {
+        return p;
+    }
+    doc.platforms
+        .iter()
+        .find_map(|p| p.unit.pushed.as_ref())
+        .or(doc.unit.pushed.as_ref())
+        .expect("put-manifest fills the pushed section")
+}
+
+/// What a dry run prints: the plan, one fact a line (a block per platform).
 fn plan(doc: &Document, out: &mut impl Write) -> Result<()> {
-    let image = doc.require(Role::Image)?;
-    let new = doc.require(Role::NewBase)?;
-    let split = doc.split.as_ref().expect("split-history ran");
-    let result = doc.result.as_ref().expect("splice ran");
-    let pushed = doc.pushed.as_ref().expect("put-manifest ran");
-    let found =
-        |s: &crate::doc::ImageSection| s.found_by.clone().unwrap_or_else(|| "argument".into());
+    if let Some(ix) = &doc.index {
+        writeln!(
+            out,
+            "index:      {} ({}, {} platforms to rebase)",
+            ix.reference,
+            ix.digest,
+            doc.platforms.len()
+        )?;
+        for s in &ix.skipped {
+            writeln!(
+                out,
+                "skip:       {} ({}): {}",
+                s.platform.as_deref().unwrap_or("entry"),
+                s.digest,
+                s.reason
+            )?;
+        }
+        for p in &doc.platforms {
+            writeln!(out, "platform:   {}", p.platform)?;
+            plan_unit(&p.unit, out)?;
+        }
+        if let Some(pushed) = &ix.pushed {
+            plan_target(pushed, out)?;
+        }
+        return Ok(());
+    }
+    plan_unit(&doc.unit, out)?;
+    plan_target(doc.unit.pushed.as_ref().expect("put-manifest ran"), out)
+}
+
+fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
+    let image = unit.require(Role::Image)?;
+    let new = unit.require(Role::NewBase)?;
+    let split = unit.split.as_ref().expect("split-history ran");
+    let result = unit.result.as_ref().expect("splice ran");
+    let found = |s: &ImageSection| s.found_by.clone().unwrap_or_else(|| "argument".into());
     writeln!(out, "image:      {} ({})", image.reference, image.digest)?;
-    match &doc.old_base {
+    match &unit.old_base {
         Some(old) => writeln!(
             out,
             "old base:   {} ({}, from {})",
@@ -140,10 +177,17 @@ fn plan(doc: &Document, out: &mut impl Write) -> Result<()> {
             list(&result.unattributed)
         )?;
     }
-    let digests = |v: &[crate::digest::Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-    writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
-    writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
-    writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;
+    if let Some(pushed) = &unit.pushed {
+        let digests =
+            |v: &[crate::digest::Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
+        writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
+        writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;
+    }
+    Ok(())
+}
+
+fn plan_target(pushed: &Pushed, out: &mut impl Write) -> Result<()> {
     let tag = pushed
         .tag
         .as_deref()

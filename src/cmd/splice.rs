@@ -1,4 +1,4 @@
-use crate::doc::{Document, ResultSection, Role, Target};
+use crate::doc::{Document, ResultSection, Role, Target, Unit};
 use crate::image;
 use crate::merge::Ancestor;
 use crate::splice::BaseInfo;
@@ -10,6 +10,20 @@ use serde_json::Map;
 /// The config is merged against the old base's config when the split was made at the
 /// old base, else against what the image's own history entries say they changed.
 pub fn step(doc: &mut Document) -> Result<()> {
+    if !doc.is_index() {
+        doc.unit.require(Role::Image)?;
+    }
+    for (platform, unit) in doc.units_mut() {
+        unit_step(unit).with_context(|| {
+            platform
+                .map(|p| format!("platform {p}"))
+                .unwrap_or_default()
+        })?;
+    }
+    Ok(())
+}
+
+fn unit_step(doc: &mut Unit) -> Result<()> {
     let image = doc.require(Role::Image)?;
     let new = doc.require(Role::NewBase)?;
     let split = doc
@@ -70,7 +84,9 @@ pub fn step(doc: &mut Document) -> Result<()> {
         ancestor,
         BaseInfo {
             name: &name,
-            digest: &new.digest,
+            // A base picked from an index is recorded by the index's digest (as crane
+            // does), so the next rebase finds every platform's base from it.
+            digest: new.index_digest.as_ref().unwrap_or(&new.digest),
         },
     )
     .with_context(|| format!("splicing {} onto {}", image.reference, new.reference))?;

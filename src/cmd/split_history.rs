@@ -1,5 +1,5 @@
 use crate::cli::SplitArgs;
-use crate::doc::{Document, Role};
+use crate::doc::{Document, Role, Unit};
 use crate::error::NotBased;
 use crate::split::{self, Parts};
 use anyhow::{Context, Result};
@@ -8,6 +8,20 @@ use anyhow::{Context, Result};
 /// the history entry that set the label. When the document has the new base and
 /// the image is already on it, the split is marked up to date.
 pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
+    if !doc.is_index() {
+        doc.unit.require(Role::Image)?;
+    }
+    for (platform, unit) in doc.units_mut() {
+        unit_step(unit, args).with_context(|| {
+            platform
+                .map(|p| format!("platform {p}"))
+                .unwrap_or_default()
+        })?;
+    }
+    Ok(())
+}
+
+fn unit_step(doc: &mut Unit, args: &SplitArgs) -> Result<()> {
     let image = doc.require(Role::Image)?;
     let ip = Parts {
         manifest: &image.manifest,

@@ -71,6 +71,9 @@ impl Transport {
         };
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(options.timeout)
+            // A deadline for the whole request: socket timeouts alone are not restored on
+            // pooled connections, and a trickle of bytes would reset them.
+            .timeout(options.timeout)
             .timeout_read(options.timeout)
             .timeout_write(options.timeout)
             .user_agent(concat!("image-rebase/", env!("CARGO_PKG_VERSION")))
@@ -407,7 +410,8 @@ impl Transport {
                     if e.downcast_ref::<TransportError>()
                         .is_some_and(|t| t.retryable) =>
                 {
-                    (format!("{e}"), None)
+                    let msg = e.downcast_ref::<TransportError>().map(|t| t.msg.clone());
+                    (msg.unwrap_or_default(), None)
                 }
                 _ => return result,
             };
@@ -421,7 +425,7 @@ impl Transport {
             }
             if self.options.verbose {
                 eprintln!(
-                    "image-rebase: {method} {url}: {why}; retry {attempt} of {} in {:.1}s",
+                    "image-rebase: {method} {url}: {why}; retry {attempt} of {} in {:.2}s",
                     MAX_ATTEMPTS - 1,
                     delay.as_secs_f64()
                 );
