@@ -46,8 +46,12 @@ enum Fetched {
     Index(Box<IndexSection>),
 }
 
-fn fetch_any(client: &Client, r: &Reference) -> Result<Fetched> {
-    let fetched = client.fetch_manifest(r)?;
+fn fetch_any(client: &Client, r: &Reference, base: bool) -> Result<Fetched> {
+    let fetched = if base {
+        client.fetch_base_manifest(r)?
+    } else {
+        client.fetch_manifest(r)?
+    };
     let manifest: Value =
         serde_json::from_slice(&fetched.bytes).context("the manifest is not valid JSON")?;
     if matches!(
@@ -105,7 +109,7 @@ fn fetch_child(
         tag: None,
         digest: Some(digest.parse()?),
     };
-    match fetch_any(client, &r).with_context(|| format!("fetching manifest {r}"))? {
+    match fetch_any(client, &r, false).with_context(|| format!("fetching manifest {r}"))? {
         Fetched::Single(mut s) => {
             s.reference = reference;
             s.index_digest = Some(ix.digest.clone());
@@ -121,7 +125,7 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
     doc.unit = Unit::default();
     doc.index = None;
     doc.platforms.clear();
-    match fetch_any(client, r)? {
+    match fetch_any(client, r, false)? {
         Fetched::Single(mut s) => {
             s.found_by = Some("argument".into());
             doc.unit.image = Some(*s);
@@ -224,7 +228,7 @@ fn fetch_base(
     r: &Reference,
     found_by: &str,
 ) -> Result<()> {
-    let fetched = fetch_any(client, r)?;
+    let fetched = fetch_any(client, r, true)?;
     let what = if role == Role::OldBase {
         "old base"
     } else {

@@ -71,6 +71,7 @@ pub fn client(global: &Global, stdin_is_free: bool) -> Result<Client> {
         ca_cert: global.ca_cert.clone(),
         timeout: std::time::Duration::from_secs(global.timeout),
         credentials: Sources::from_env(explicit),
+        cache_tags: false,
     })
 }
 

@@ -370,7 +370,12 @@ fn push(
                 .with_context(|| format!("making layer {digest} present in {name}"))?;
         }
     }
-    if client.blob_exists(&target.registry, &target.repository, &fin.config_digest)? {
+    // The config is uploaded without a HEAD first: it is new, or re-uploading it is cheap.
+    let config_known =
+        client.known_present(&target.registry, &target.repository, &fin.config_digest)
+            || (args.dry_run
+                && client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?);
+    if config_known {
         pushed.present.push(fin.config_digest.clone());
     } else {
         if !args.dry_run {
@@ -382,6 +387,7 @@ fn push(
                     &fin.config_bytes,
                 )
                 .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
+            client.remember_present(&target.registry, &target.repository, &fin.config_digest);
         }
         pushed.uploaded.push(fin.config_digest.clone());
     }
@@ -477,16 +483,25 @@ fn check_target(
             None
         },
     );
-    let Some(current) = client
-        .head_manifest(&r)
-        .with_context(|| format!("checking {r}"))?
-    else {
+    let image = doc.require(Role::Image)?;
+    // The image's own tag holds the image: its digest is known from fetching it.
+    let own_tag = target.tag.is_some()
+        && target.tag == image.tag
+        && target.registry == image.registry
+        && target.repository == image.repository;
+    let current = if own_tag {
+        Some(image.digest.clone())
+    } else {
+        client
+            .head_manifest(&r)
+            .with_context(|| format!("checking {r}"))?
+    };
+    let Some(current) = current else {
         return Ok(false);
     };
     if &current == digest {
         return Ok(true);
     }
-    let image = doc.require(Role::Image)?;
     if force || current == image.digest {
         return Ok(false);
     }
@@ -561,13 +576,20 @@ fn make_present(
     pushed: &mut Pushed,
 ) -> Result<()> {
     let (registry, repository) = (&target.registry, &target.repository);
-    if client.blob_exists(registry, repository, digest)? {
+    // Known to be there without asking: this run put or saw it there, or a manifest in
+    // the target repository lists it (a registry keeps the blobs of its manifests).
+    if client.known_present(registry, repository, digest)
+        || sources
+            .iter()
+            .any(|(r, repo)| r == registry && repo == repository)
+    {
+        client.remember_present(registry, repository, digest);
         pushed.present.push(digest.clone());
         return Ok(());
     }
     let same_registry: Vec<&String> = sources
         .iter()
-        .filter(|(r, repo)| r == registry && repo != repository)
+        .filter(|(r, _)| r == registry)
         .map(|(_, repo)| repo)
         .collect();
     if same_registry.is_empty() {
@@ -583,14 +605,26 @@ fn make_present(
         );
     }
     if dry_run {
-        pushed.mounted.push(digest.clone());
+        // Reads only: what would be mounted.
+        if client.blob_exists(registry, repository, digest)? {
+            pushed.present.push(digest.clone());
+        } else {
+            pushed.mounted.push(digest.clone());
+        }
         return Ok(());
     }
+    // A mount of a blob the repository has already succeeds too: no HEAD first.
     for from in &same_registry {
         if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
+            client.remember_present(registry, repository, digest);
             pushed.mounted.push(digest.clone());
             return Ok(());
         }
+    }
+    if client.blob_exists(registry, repository, digest)? {
+        client.remember_present(registry, repository, digest);
+        pushed.present.push(digest.clone());
+        return Ok(());
     }
     let from: Vec<&str> = same_registry.iter().map(|s| s.as_str()).collect();
     bail!(

@@ -13,11 +13,14 @@ use crate::digest::Digest;
 use crate::media;
 use crate::reference::Reference;
 use anyhow::{Context, Result, bail};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Largest manifest or config accepted.
 pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A manifest as the registry served it.
+#[derive(Clone)]
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub media_type: String,
@@ -31,20 +34,87 @@ pub enum Mount {
     NotMounted,
 }
 
+/// A registry client. Safe to share between threads: one connection pool, one token
+/// per registry, and caches that spare repeated requests within a run: manifests fetched
+/// by digest (and, with `cache_tags`, bases fetched by tag), configs by digest, and the
+/// blobs known to be in each repository.
 pub struct Client {
     transport: Transport,
+    cache_tags: bool,
+    manifests: Mutex<HashMap<String, Fetched>>,
+    blobs: Mutex<HashMap<String, Vec<u8>>>,
+    present: Mutex<HashSet<String>>,
 }
 
 impl Client {
     pub fn new(options: Options) -> Result<Client> {
         Ok(Client {
+            cache_tags: options.cache_tags,
             transport: Transport::new(options)?,
+            manifests: Mutex::default(),
+            blobs: Mutex::default(),
+            present: Mutex::default(),
         })
+    }
+
+    /// Fetches a base's manifest: once per run for the same reference when the client
+    /// caches tags (fleet mode: every image of the list names the same bases).
+    pub fn fetch_base_manifest(&self, r: &Reference) -> Result<Fetched> {
+        if !self.cache_tags || r.digest.is_some() {
+            return self.fetch_manifest(r);
+        }
+        let key = r.to_string();
+        if let Some(f) = self.manifests.lock().expect("not poisoned").get(&key) {
+            return Ok(f.clone());
+        }
+        let f = self.fetch_manifest(r)?;
+        self.manifests
+            .lock()
+            .expect("not poisoned")
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Whether the run has seen `digest` in the repository (mounted, uploaded, checked).
+    pub fn known_present(&self, registry: &str, repository: &str, digest: &Digest) -> bool {
+        self.present
+            .lock()
+            .expect("not poisoned")
+            .contains(&format!("{registry}/{repository}@{digest}"))
+    }
+
+    pub fn remember_present(&self, registry: &str, repository: &str, digest: &Digest) {
+        self.present
+            .lock()
+            .expect("not poisoned")
+            .insert(format!("{registry}/{repository}@{digest}"));
     }
 
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
+        // Content-addressed: one fetch per run.
+        let key = r
+            .digest
+            .as_ref()
+            .map(|d| format!("{}/{}@{d}", r.registry, r.repository));
+        if let Some(f) = key
+            .as_ref()
+            .and_then(|k| self.manifests.lock().expect("not poisoned").get(k).cloned())
+        {
+            return Ok(f);
+        }
+        let fetched = self.fetch_manifest_uncached(r)?;
+        if let Some(k) = key {
+            self.manifests
+                .lock()
+                .expect("not poisoned")
+                .insert(k, fetched.clone());
+        }
+        Ok(fetched)
+    }
+
+    fn fetch_manifest_uncached(&self, r: &Reference) -> Result<Fetched> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
         let resp = self.transport.send(
             &r.registry,

@@ -24,6 +24,8 @@ pub struct Options {
     /// Connect and read timeout of one request.
     pub timeout: Duration,
     pub credentials: Sources,
+    /// Cache bases fetched by tag for the whole run (fleet mode).
+    pub cache_tags: bool,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             ca_cert: None,
             timeout: Duration::from_secs(30),
             credentials: Sources::default(),
+            cache_tags: false,
         }
     }
 }
