@@ -216,6 +216,26 @@ impl Client {
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>> {
+        // Content-addressed: configs shared by many images are fetched once per run.
+        let key = format!("{registry}@{digest}");
+        if let Some(b) = self.blobs.lock().expect("not poisoned").get(&key) {
+            return Ok(b.clone());
+        }
+        let bytes = self.fetch_blob_uncached(registry, repository, digest, limit)?;
+        self.blobs
+            .lock()
+            .expect("not poisoned")
+            .insert(key, bytes.clone());
+        Ok(bytes)
+    }
+
+    fn fetch_blob_uncached(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
         let resp = self.transport.send(
             registry,
             "GET",
