@@ -123,7 +123,19 @@ pub struct PutArgs {
 #[derive(Debug, Args)]
 pub struct RebaseArgs {
     /// The image to rebase: [registry/]repository[:tag][@sha256:digest]
-    pub image: String,
+    #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+    pub image: Option<String>,
+    /// Rebase many images: one reference per line, or JSON Lines objects with per-image
+    /// options ("-" reads stdin); prints one JSON line per image
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<String>,
+    /// With --from-file: how many images to rebase at once
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "from_file")]
+    pub jobs: usize,
+    /// With --from-file: take only the I-th of N deterministic slices of the list
+    /// (0 <= I < N; e.g. --shard $JOB_COMPLETION_INDEX/N)
+    #[arg(long, value_name = "I/N", requires = "from_file")]
+    pub shard: Option<String>,
     /// The base the image is built on now (default: none with --layers, else from the
     /// image's annotations, else the split is found by label)
     #[arg(

@@ -307,6 +307,18 @@ impl Document {
         self.index.is_some()
     }
 
+    /// Runs `f` on each unit: every platform's (an error names the platform), or the
+    /// single image's.
+    pub fn for_each_unit(&mut self, mut f: impl FnMut(&mut Unit) -> Result<()>) -> Result<()> {
+        if self.index.is_none() {
+            return f(&mut self.unit);
+        }
+        for p in self.platforms.iter_mut() {
+            f(&mut p.unit).with_context(|| format!("platform {}", p.platform))?;
+        }
+        Ok(())
+    }
+
     /// The units to work on: each platform's, or the single one.
     pub fn units_mut(&mut self) -> Vec<(Option<String>, &mut Unit)> {
         if self.index.is_some() {

@@ -150,7 +150,8 @@ fn credential_helper(home: &Path, name: &str, server: &str, user: &str, secret: 
 }
 
 /// Prepares a HOME for one credential source: the environment, stdin and extra arguments.
-type Setup<'a> = Box<dyn Fn(&Path) -> (Vec<(&'static str, String)>, Option<String>, Vec<String>) + 'a>;
+type Setup<'a> =
+    Box<dyn Fn(&Path) -> (Vec<(&'static str, String)>, Option<String>, Vec<String>) + 'a>;
 
 #[test]
 fn basic_auth_with_credentials_from_every_source() {

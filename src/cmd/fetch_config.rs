@@ -10,14 +10,7 @@ pub fn step(client: &Client, doc: &mut Document) -> Result<()> {
     if !doc.is_index() {
         doc.unit.require(Role::Image)?;
     }
-    for (platform, unit) in doc.units_mut() {
-        unit_step(client, unit).with_context(|| {
-            platform
-                .map(|p| format!("platform {p}"))
-                .unwrap_or_default()
-        })?;
-    }
-    Ok(())
+    doc.for_each_unit(|unit| unit_step(client, unit))
 }
 
 pub fn unit_step(client: &Client, unit: &mut Unit) -> Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod fetch_config;
 pub mod fetch_manifest;
+pub mod fleet;
 pub mod put_manifest;
 pub mod rebase;
 pub mod splice;
@@ -26,6 +27,11 @@ pub const PASSWORD_ENV: &str = "IMAGE_REBASE_PASSWORD";
 /// A registry client for the global options. `stdin_is_free`: the command does not read
 /// a document on stdin, so --password-stdin may take it.
 pub fn client(global: &Global, stdin_is_free: bool) -> Result<Client> {
+    client_with(global, stdin_is_free, false)
+}
+
+/// `client`, caching bases fetched by tag for the whole run when `cache_tags`.
+pub fn client_with(global: &Global, stdin_is_free: bool, cache_tags: bool) -> Result<Client> {
     if global.timeout == 0 {
         bail!("--timeout must be at least 1 second");
     }
@@ -71,7 +77,7 @@ pub fn client(global: &Global, stdin_is_free: bool) -> Result<Client> {
         ca_cert: global.ca_cert.clone(),
         timeout: std::time::Duration::from_secs(global.timeout),
         credentials: Sources::from_env(explicit),
-        cache_tags: false,
+        cache_tags,
     })
 }
 
@@ -132,6 +138,11 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
                 writeln!(err, "image-rebase: note: {note}")?;
             }
             write_document(&doc, out)
+        }
+        Command::Rebase(args) if args.from_file.is_some() => {
+            // The list may come on stdin: then the password cannot.
+            let stdin_is_free = args.from_file.as_deref() != Some("-");
+            fleet::run(&client_with(g, stdin_is_free, true)?, g, &args, out, err)
         }
         Command::Rebase(args) => rebase::run(&client(g, true)?, g, &args, out, err),
     }

@@ -66,7 +66,8 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
                 .map(|p| p.platform.to_string())
                 .collect();
             bail!(
-                "--single pushes one platform's manifest, but {} platforms are left ({}): choose one with --platform",
+                "--single pushes one platform's manifest, but {} platforms are left ({}): choose one with --platform \
+                 (of rebase or fetch-manifest)",
                 left.len(),
                 left.join(", ")
             );
@@ -166,6 +167,16 @@ fn build_index(
     let mut manifest = ix.manifest.clone();
     let mut changed = false;
     let mut notes = Vec::new();
+    // Every platform already on the new base: the index stays as it is, attestations too.
+    let rebased_any = platforms.iter().any(|p| {
+        let (image, pushed) = (p.unit.image.as_ref(), p.unit.pushed.as_ref());
+        image
+            .zip(pushed)
+            .is_some_and(|(i, pu)| i.digest != pu.digest)
+    });
+    if !rebased_any {
+        return Ok((manifest, false, notes));
+    }
     let mut entries = Vec::new();
     for d in ix.manifest["manifests"].as_array().into_iter().flatten() {
         let digest = d.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
@@ -371,14 +382,16 @@ fn push(
         }
     }
     // The config is uploaded without a HEAD first: it is new, or re-uploading it is cheap.
-    let config_known =
-        client.known_present(&target.registry, &target.repository, &fin.config_digest)
-            || (args.dry_run
-                && client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?);
-    if config_known {
-        pushed.present.push(fin.config_digest.clone());
-    } else {
-        if !args.dry_run {
+    let (what, first) = client.once_per_blob(
+        &target.registry,
+        &target.repository,
+        &fin.config_digest,
+        || {
+            if args.dry_run {
+                let there =
+                    client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?;
+                return Ok(if there { "present" } else { "uploaded" });
+            }
             client
                 .upload_blob(
                     &target.registry,
@@ -387,9 +400,13 @@ fn push(
                     &fin.config_bytes,
                 )
                 .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
-            client.remember_present(&target.registry, &target.repository, &fin.config_digest);
-        }
+            Ok("uploaded")
+        },
+    )?;
+    if first && what == "uploaded" {
         pushed.uploaded.push(fin.config_digest.clone());
+    } else {
+        pushed.present.push(fin.config_digest.clone());
     }
     if !args.dry_run {
         put(
@@ -576,12 +593,11 @@ fn make_present(
     pushed: &mut Pushed,
 ) -> Result<()> {
     let (registry, repository) = (&target.registry, &target.repository);
-    // Known to be there without asking: this run put or saw it there, or a manifest in
-    // the target repository lists it (a registry keeps the blobs of its manifests).
-    if client.known_present(registry, repository, digest)
-        || sources
-            .iter()
-            .any(|(r, repo)| r == registry && repo == repository)
+    // A manifest in the target repository lists it: a registry keeps the blobs of its
+    // manifests, so it is there without asking.
+    if sources
+        .iter()
+        .any(|(r, repo)| r == registry && repo == repository)
     {
         client.remember_present(registry, repository, digest);
         pushed.present.push(digest.clone());
@@ -604,34 +620,34 @@ fn make_present(
             "it is in none of the document's other repositories, so there is nowhere to mount it from"
         );
     }
-    if dry_run {
-        // Reads only: what would be mounted.
+    // Once per repository and run, however many images need it.
+    let (what, first) = client.once_per_blob(registry, repository, digest, || {
+        if dry_run {
+            // Reads only: what would be mounted.
+            return Ok(if client.blob_exists(registry, repository, digest)? { "present" } else { "mounted" });
+        }
+        // A mount of a blob the repository has already succeeds too: no HEAD first.
+        for from in &same_registry {
+            if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
+                return Ok("mounted");
+            }
+        }
         if client.blob_exists(registry, repository, digest)? {
-            pushed.present.push(digest.clone());
-        } else {
-            pushed.mounted.push(digest.clone());
+            return Ok("present");
         }
-        return Ok(());
-    }
-    // A mount of a blob the repository has already succeeds too: no HEAD first.
-    for from in &same_registry {
-        if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
-            client.remember_present(registry, repository, digest);
-            pushed.mounted.push(digest.clone());
-            return Ok(());
-        }
-    }
-    if client.blob_exists(registry, repository, digest)? {
-        client.remember_present(registry, repository, digest);
+        let from: Vec<&str> = same_registry.iter().map(|s| s.as_str()).collect();
+        bail!(
+            "the registry did not mount it from {} (it is missing there, or the registry does not allow \
+             cross-repository mounts); image-rebase does not copy layer data",
+            from.join(", ")
+        )
+    })?;
+    if first && what == "mounted" {
+        pushed.mounted.push(digest.clone());
+    } else {
         pushed.present.push(digest.clone());
-        return Ok(());
     }
-    let from: Vec<&str> = same_registry.iter().map(|s| s.as_str()).collect();
-    bail!(
-        "the registry did not mount it from {} (it is missing there, or the registry does not allow \
-         cross-repository mounts); image-rebase does not copy layer data",
-        from.join(", ")
-    )
+    Ok(())
 }
 
 /// Refuses a manifest whose descriptors mix Docker and OCI media types.

@@ -1,4 +1,4 @@
-use crate::cli::{Global, RebaseArgs};
+use crate::cli::{Global, PushArgs, RebaseArgs, SplitArgs};
 use crate::cmd::{
     fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, put_manifest, splice,
     split_history,
@@ -6,16 +6,23 @@ use crate::cmd::{
 use crate::detect;
 use crate::doc::{Document, ImageSection, Pushed, Role, Unit};
 use crate::platform::Platform;
-use crate::reference::check_tag;
+use crate::reference::{Reference, check_tag};
 use crate::registry::Client;
 use anyhow::Result;
 use std::io::Write;
 
+/// One image to rebase, with its options parsed.
+pub struct Spec {
+    pub image: Reference,
+    pub old_base: Option<Reference>,
+    pub new_base: Option<Reference>,
+    pub platforms: Vec<Platform>,
+    pub split: SplitArgs,
+    pub push: PushArgs,
+}
+
 /// The porcelain: the plumbing steps in one process, then `repo@digest` on `out` (or,
 /// with --dry-run, the plan).
-///
-/// Precedence: --old-base/--new-base given explicitly; else --layers for the split;
-/// else the OCI base annotations on the image's manifest (or index); else the label.
 pub fn run(
     client: &Client,
     g: &Global,
@@ -24,32 +31,52 @@ pub fn run(
     err: &mut impl Write,
 ) -> Result<()> {
     // Every argument is checked before the first request.
-    let image = parse_reference(g, &args.image)?;
-    let old_base = args
-        .old_base
+    let image = args
+        .image
         .as_deref()
-        .map(|r| parse_reference(g, r))
-        .transpose()?;
-    let new_base = args
-        .new_base
-        .as_deref()
-        .map(|r| parse_reference(g, r))
-        .transpose()?;
-    let platforms = Platform::parse_list(&args.platform)?;
-    if let Some(tag) = &args.push.tag {
+        .expect("clap requires an image without --from-file");
+    let spec = Spec {
+        image: parse_reference(g, image)?,
+        old_base: args
+            .old_base
+            .as_deref()
+            .map(|r| parse_reference(g, r))
+            .transpose()?,
+        new_base: args
+            .new_base
+            .as_deref()
+            .map(|r| parse_reference(g, r))
+            .transpose()?,
+        platforms: Platform::parse_list(&args.platform)?,
+        split: args.split.clone(),
+        push: args.push.clone(),
+    };
+    let doc = rebase(client, &spec, err)?;
+    if args.push.dry_run {
+        return plan(&doc, out);
+    }
+    writeln!(out, "{}", final_pushed(&doc).reference)?;
+    Ok(())
+}
+
+/// Rebases one image: every step, notes on `err`; the whole document back.
+///
+/// Precedence: --old-base/--new-base given explicitly; else --layers for the split;
+/// else the OCI base annotations on the image's manifest (or index); else the label.
+pub fn rebase(client: &Client, spec: &Spec, err: &mut impl Write) -> Result<Document> {
+    if let Some(tag) = &spec.push.tag {
         check_tag(tag)?;
     }
     let opts = fetch_manifest::Options {
-        label: &args.split.label,
-        platforms: &platforms,
+        label: &spec.split.label,
+        platforms: &spec.platforms,
     };
-
     let mut doc = Document::default();
-    fetch_manifest::step(client, &mut doc, Role::Image, Some(&image), &opts)?;
+    fetch_manifest::step(client, &mut doc, Role::Image, Some(&spec.image), &opts)?;
     note_skipped(&doc, err)?;
-    let old_base = match old_base {
-        Some(r) => Some((r, "argument")),
-        None if args.split.layers.is_some() => None,
+    let old_base = match &spec.old_base {
+        Some(r) => Some((r.clone(), "argument")),
+        None if spec.split.layers.is_some() => None,
         None => {
             detect::old_base(&fetch_manifest::detection_view(&doc)?)?.map(|r| (r, "annotation"))
         }
@@ -62,25 +89,27 @@ pub fn run(
             }
         }
     }
-    fetch_manifest::step(client, &mut doc, Role::NewBase, new_base.as_ref(), &opts)?;
+    fetch_manifest::step(
+        client,
+        &mut doc,
+        Role::NewBase,
+        spec.new_base.as_ref(),
+        &opts,
+    )?;
     fetch_config::step(client, &mut doc)?;
-    split_history::step(&mut doc, &args.split)?;
+    split_history::step(&mut doc, &spec.split)?;
     splice::step(&mut doc)?;
     for note in notes_of(&doc) {
         writeln!(err, "image-rebase: note: {note}")?;
     }
-    for note in put_manifest::step(client, &mut doc, &args.push)? {
+    for note in put_manifest::step(client, &mut doc, &spec.push)? {
         writeln!(err, "image-rebase: note: {note}")?;
     }
-    if args.push.dry_run {
-        return plan(&doc, out);
-    }
-    writeln!(out, "{}", final_pushed(&doc).reference)?;
-    Ok(())
+    Ok(doc)
 }
 
 /// What was written last: the index, or the single image (or platform with --single).
-fn final_pushed(doc: &Document) -> &Pushed {
+pub fn final_pushed(doc: &Document) -> &Pushed {
     if let Some(p) = doc.index.as_ref().and_then(|ix| ix.pushed.as_ref()) {
         return p;
     }
@@ -96,7 +125,7 @@ fn plan(doc: &Document, out: &mut impl Write) -> Result<()> {
     if let Some(ix) = &doc.index {
         writeln!(
             out,
-            "index:      {} ({}, {} platforms to rebase)",
+            "index:      {} ({}, platforms to rebase: {})",
             ix.reference,
             ix.digest,
             doc.platforms.len()
@@ -114,10 +143,7 @@ fn plan(doc: &Document, out: &mut impl Write) -> Result<()> {
             writeln!(out, "platform:   {}", p.platform)?;
             plan_unit(&p.unit, out)?;
         }
-        if let Some(pushed) = &ix.pushed {
-            plan_target(pushed, out)?;
-        }
-        return Ok(());
+        return plan_target(final_pushed(doc), out);
     }
     plan_unit(&doc.unit, out)?;
     plan_target(doc.unit.pushed.as_ref().expect("put-manifest ran"), out)

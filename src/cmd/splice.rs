@@ -13,14 +13,10 @@ pub fn step(doc: &mut Document) -> Result<()> {
     if !doc.is_index() {
         doc.unit.require(Role::Image)?;
     }
-    for (platform, unit) in doc.units_mut() {
-        unit_step(unit).with_context(|| {
-            platform
-                .map(|p| format!("platform {p}"))
-                .unwrap_or_default()
-        })?;
+    if let Some(ix) = doc.index.as_mut() {
+        ix.pushed = None;
     }
-    Ok(())
+    doc.for_each_unit(unit_step)
 }
 
 fn unit_step(doc: &mut Unit) -> Result<()> {

@@ -11,14 +11,10 @@ pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
     if !doc.is_index() {
         doc.unit.require(Role::Image)?;
     }
-    for (platform, unit) in doc.units_mut() {
-        unit_step(unit, args).with_context(|| {
-            platform
-                .map(|p| format!("platform {p}"))
-                .unwrap_or_default()
-        })?;
+    if let Some(ix) = doc.index.as_mut() {
+        ix.pushed = None;
     }
-    Ok(())
+    doc.for_each_unit(|unit| unit_step(unit, args))
 }
 
 fn unit_step(doc: &mut Unit, args: &SplitArgs) -> Result<()> {

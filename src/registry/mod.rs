@@ -13,8 +13,8 @@ use crate::digest::Digest;
 use crate::media;
 use crate::reference::Reference;
 use anyhow::{Context, Result, bail};
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Largest manifest or config accepted.
 pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
@@ -41,9 +41,55 @@ pub enum Mount {
 pub struct Client {
     transport: Transport,
     cache_tags: bool,
-    manifests: Mutex<HashMap<String, Fetched>>,
-    blobs: Mutex<HashMap<String, Vec<u8>>>,
-    present: Mutex<HashSet<String>>,
+    manifests: Memo<Fetched>,
+    blobs: Memo<Vec<u8>>,
+    present: Memo<&'static str>,
+}
+
+/// Results computed once per run per key, even when threads ask at the same time (the
+/// others wait for the first). Errors are not kept: the next caller tries again.
+struct Memo<T> {
+    cells: Mutex<HashMap<String, Arc<Mutex<Option<T>>>>>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            cells: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// The value for `key`, computing it with `f` if no caller has; and whether this
+    /// call computed it.
+    fn get_or_try(&self, key: String, f: impl FnOnce() -> Result<T>) -> Result<(T, bool)> {
+        let cell = self
+            .cells
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut slot = cell.lock().expect("not poisoned");
+        if let Some(v) = slot.as_ref() {
+            return Ok((v.clone(), false));
+        }
+        let v = f()?;
+        *slot = Some(v.clone());
+        Ok((v, true))
+    }
+
+    fn set(&self, key: String, value: T) {
+        let cell = self
+            .cells
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
+        *cell.lock().expect("not poisoned") = Some(value);
+    }
 }
 
 impl Client {
@@ -51,9 +97,9 @@ impl Client {
         Ok(Client {
             cache_tags: options.cache_tags,
             transport: Transport::new(options)?,
-            manifests: Mutex::default(),
-            blobs: Mutex::default(),
-            present: Mutex::default(),
+            manifests: Memo::default(),
+            blobs: Memo::default(),
+            present: Memo::default(),
         })
     }
 
@@ -63,55 +109,45 @@ impl Client {
         if !self.cache_tags || r.digest.is_some() {
             return self.fetch_manifest(r);
         }
-        let key = r.to_string();
-        if let Some(f) = self.manifests.lock().expect("not poisoned").get(&key) {
-            return Ok(f.clone());
-        }
-        let f = self.fetch_manifest(r)?;
-        self.manifests
-            .lock()
-            .expect("not poisoned")
-            .insert(key, f.clone());
-        Ok(f)
+        Ok(self
+            .manifests
+            .get_or_try(r.to_string(), || self.fetch_manifest(r))?
+            .0)
     }
 
-    /// Whether the run has seen `digest` in the repository (mounted, uploaded, checked).
-    pub fn known_present(&self, registry: &str, repository: &str, digest: &Digest) -> bool {
+    /// Makes a blob present in a repository once per run: `f` (a mount, an upload) runs
+    /// for the first caller only. Returns what `f` said, and whether this call ran it.
+    pub fn once_per_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        f: impl FnOnce() -> Result<&'static str>,
+    ) -> Result<(&'static str, bool)> {
         self.present
-            .lock()
-            .expect("not poisoned")
-            .contains(&format!("{registry}/{repository}@{digest}"))
+            .get_or_try(format!("{registry}/{repository}@{digest}"), f)
     }
 
+    /// Records that a repository has a blob (a manifest there lists it).
     pub fn remember_present(&self, registry: &str, repository: &str, digest: &Digest) {
         self.present
-            .lock()
-            .expect("not poisoned")
-            .insert(format!("{registry}/{repository}@{digest}"));
+            .set(format!("{registry}/{repository}@{digest}"), "present");
     }
 
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
         // Content-addressed: one fetch per run.
-        let key = r
-            .digest
-            .as_ref()
-            .map(|d| format!("{}/{}@{d}", r.registry, r.repository));
-        if let Some(f) = key
-            .as_ref()
-            .and_then(|k| self.manifests.lock().expect("not poisoned").get(k).cloned())
-        {
-            return Ok(f);
+        match &r.digest {
+            Some(d) => {
+                let key = format!("{}/{}@{d}", r.registry, r.repository);
+                Ok(self
+                    .manifests
+                    .get_or_try(key, || self.fetch_manifest_uncached(r))?
+                    .0)
+            }
+            None => self.fetch_manifest_uncached(r),
         }
-        let fetched = self.fetch_manifest_uncached(r)?;
-        if let Some(k) = key {
-            self.manifests
-                .lock()
-                .expect("not poisoned")
-                .insert(k, fetched.clone());
-        }
-        Ok(fetched)
     }
 
     fn fetch_manifest_uncached(&self, r: &Reference) -> Result<Fetched> {
@@ -218,15 +254,12 @@ impl Client {
     ) -> Result<Vec<u8>> {
         // Content-addressed: configs shared by many images are fetched once per run.
         let key = format!("{registry}@{digest}");
-        if let Some(b) = self.blobs.lock().expect("not poisoned").get(&key) {
-            return Ok(b.clone());
-        }
-        let bytes = self.fetch_blob_uncached(registry, repository, digest, limit)?;
-        self.blobs
-            .lock()
-            .expect("not poisoned")
-            .insert(key, bytes.clone());
-        Ok(bytes)
+        Ok(self
+            .blobs
+            .get_or_try(key, || {
+                self.fetch_blob_uncached(registry, repository, digest, limit)
+            })?
+            .0)
     }
 
     fn fetch_blob_uncached(

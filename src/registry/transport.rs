@@ -92,7 +92,10 @@ impl Transport {
     /// The state of a registry, pinging it first (`GET /v2/`) to learn its scheme and
     /// what authentication it asks for.
     fn state(&self, registry: &str) -> Result<Arc<Mutex<State>>> {
-        if let Some(s) = self.registries.lock().expect("not poisoned").get(registry) {
+        // The map stays locked while a registry is pinged, so that threads starting
+        // together ping it once.
+        let mut registries = self.registries.lock().expect("not poisoned");
+        if let Some(s) = registries.get(registry) {
             return Ok(s.clone());
         }
         let (base, challenge) = self.ping(registry)?;
@@ -103,13 +106,8 @@ impl Transport {
             wanted: vec![],
             credential: None,
         }));
-        Ok(self
-            .registries
-            .lock()
-            .expect("not poisoned")
-            .entry(registry.to_string())
-            .or_insert(state)
-            .clone())
+        registries.insert(registry.to_string(), state.clone());
+        Ok(state)
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {

@@ -357,8 +357,8 @@ pub mod own {
 
     pub struct Layer {
         pub gz: Vec<u8>,
-        diff_id: Digest,
-        created_by: String,
+        pub diff_id: Digest,
+        pub created_by: String,
     }
 
     pub fn layer(reg: &Registry, files_: &[(&str, &str)], created_by: &str) -> Layer {
