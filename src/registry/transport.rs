@@ -41,6 +41,9 @@ impl Default for Options {
     }
 }
 
+/// Most repository scopes asked for in one token.
+const MAX_SCOPES: usize = 16;
+
 /// Retries of one idempotent request: at most this many attempts...
 const MAX_ATTEMPTS: u32 = 4;
 /// ...waiting at most this long in all...
@@ -179,6 +182,9 @@ impl Transport {
         let mut wanted = scopes.to_vec();
         wanted.append(&mut st.wanted);
         st.wanted = auth::merge_scopes(&wanted);
+        // A fleet run touches many repositories: the newest operation's scopes come first
+        // and the oldest are let go, so a token request stays short.
+        st.wanted.truncate(MAX_SCOPES);
         Ok(())
     }
 
@@ -294,7 +300,14 @@ impl Transport {
                 if let Some(t) = st.token.as_ref().filter(|t| t.fresh()) {
                     requested.extend(t.requested.iter().cloned());
                 }
-                let requested = auth::merge_scopes(&requested);
+                let mut requested = auth::merge_scopes(&requested);
+                // Bounded, keeping what this request and the current operation need.
+                if requested.len() > MAX_SCOPES {
+                    let mut kept = auth::merge_scopes(scopes);
+                    kept.extend(requested.into_iter().filter(|r| !scopes.contains(r)));
+                    requested = auth::merge_scopes(&kept);
+                    requested.truncate(MAX_SCOPES.max(scopes.len()));
+                }
                 let plain_loopback = st.base.starts_with("http://") && is_loopback_host(registry);
                 auth::check_realm(&realm, plain_loopback)?;
                 let token = self
