@@ -64,13 +64,7 @@ impl<T: Clone> Memo<T> {
     /// The value for `key`, computing it with `f` if no caller has; and whether this
     /// call computed it.
     fn get_or_try(&self, key: String, f: impl FnOnce() -> Result<T>) -> Result<(T, bool)> {
-        let cell = self
-            .cells
-            .lock()
-            .expect("not poisoned")
-            .entry(key)
-            .or_default()
-            .clone();
+        let cell = self.cell(key);
         let mut slot = cell.lock().expect("not poisoned");
         if let Some(v) = slot.as_ref() {
             return Ok((v.clone(), false));
@@ -81,14 +75,16 @@ impl<T: Clone> Memo<T> {
     }
 
     fn set(&self, key: String, value: T) {
-        let cell = self
-            .cells
+        *self.cell(key).lock().expect("not poisoned") = Some(value);
+    }
+
+    fn cell(&self, key: String) -> Arc<Mutex<Option<T>>> {
+        self.cells
             .lock()
             .expect("not poisoned")
             .entry(key)
             .or_default()
-            .clone();
-        *cell.lock().expect("not poisoned") = Some(value);
+            .clone()
     }
 }
 
