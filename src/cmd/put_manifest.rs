@@ -373,8 +373,20 @@ fn push(
     }
 
     let mut seen = std::collections::HashSet::new();
-    for layer in image::layer_digests(&result.manifest)? {
+    for descriptor in image::layers(&result.manifest)? {
+        let layer = descriptor
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .context("a layer has no digest")?;
         let digest: Digest = layer.parse()?;
+        // Foreign (non-distributable) layers live at their URLs, not in the registry.
+        let media_type = descriptor
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        if media_type.contains("foreign") || media_type.contains("nondistributable") {
+            continue;
+        }
         if seen.insert(digest.clone()) {
             let sources = sources_of(doc, layer);
             make_present(client, target, &digest, &sources, args.dry_run, &mut pushed)
