@@ -83,13 +83,18 @@ fn read_list(path: &str) -> Result<String> {
         }
         std::io::stdin()
             .lock()
-            .take(MAX_LIST_BYTES)
+            .take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
             .context("reading the list from stdin")?;
     } else {
         std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_LIST_BYTES).read_to_string(&mut text))
+            .and_then(|f| f.take(MAX_LIST_BYTES + 1).read_to_string(&mut text))
             .with_context(|| format!("reading the list {path}"))?;
+    }
+    if text.len() as u64 > MAX_LIST_BYTES {
+        bail!(
+            "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with --shard or split(1)"
+        );
     }
     Ok(text)
 }
@@ -195,6 +200,14 @@ pub fn run(
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
+    }
+    // The command line's own options are checked once, before any request.
+    for r in [&args.old_base, &args.new_base].into_iter().flatten() {
+        parse_reference(g, r)?;
+    }
+    Platform::parse_list(&args.platform)?;
+    if let Some(t) = &args.push.tag {
+        crate::reference::check_tag(t)?;
     }
     let text = read_list(path)?;
     let lines: Vec<(usize, &str)> = text

@@ -38,7 +38,7 @@ pub fn client_with(global: &Global, stdin_is_free: bool, cache_tags: bool) -> Re
     let password = if global.password_stdin {
         if !stdin_is_free {
             bail!(
-                "--password-stdin cannot be used here: this command reads its document on stdin; set {PASSWORD_ENV} instead"
+                "--password-stdin cannot be used here: stdin carries this command's input (a document or a list); set {PASSWORD_ENV} instead"
             );
         }
         let mut line = String::new();

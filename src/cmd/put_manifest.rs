@@ -456,7 +456,12 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushArgs) -> Resul
         return Ok(pushed);
     }
     let name = format!("{}/{}", target.registry, target.repository);
-    let mut blobs: Vec<&str> = image::layer_digests(&image.manifest)?;
+    // Foreign (non-distributable) layers live at their URLs, not in the registry.
+    let mut blobs: Vec<&str> = image::layers(&image.manifest)?
+        .iter()
+        .filter(|l| !is_foreign(l))
+        .filter_map(|l| l.get("digest").and_then(|d| d.as_str()))
+        .collect();
     blobs.push(config_digest.as_str());
     let source = vec![(image.registry.clone(), image.repository.clone())];
     for blob in blobs {
@@ -686,4 +691,13 @@ fn check_manifest_family(manifest: &serde_json::Value, family: Family) -> Result
         );
     }
     Ok(())
+}
+
+/// Whether a layer descriptor is foreign (non-distributable): it is not in the registry.
+fn is_foreign(descriptor: &serde_json::Value) -> bool {
+    let media_type = descriptor
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    media_type.contains("foreign") || media_type.contains("nondistributable")
 }
