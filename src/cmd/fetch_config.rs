@@ -18,8 +18,9 @@ pub fn unit_step(client: &Client, unit: &mut Unit) -> Result<()> {
         if let Some(section) = unit.section_mut(role).as_mut()
             && section.config.is_none()
         {
+            // Bases are shared by many images: their configs are fetched once per run.
             section.config = Some(
-                fetch(client, section)
+                fetch(client, section, role != Role::Image)
                     .with_context(|| format!("fetching config of {}", section.reference))?,
             );
         }
@@ -27,14 +28,14 @@ pub fn unit_step(client: &Client, unit: &mut Unit) -> Result<()> {
     Ok(())
 }
 
-pub fn fetch(client: &Client, section: &ImageSection) -> Result<serde_json::Value> {
+pub fn fetch(client: &Client, section: &ImageSection, shared: bool) -> Result<serde_json::Value> {
     let (digest, _) = image::config_descriptor(&section.manifest)?;
     let digest: Digest = digest.parse()?;
-    let bytes = client.fetch_blob(
-        &section.registry,
-        &section.repository,
-        &digest,
-        MAX_JSON_BYTES,
-    )?;
+    let (registry, repository) = (&section.registry, &section.repository);
+    let bytes = if shared {
+        client.fetch_base_blob(registry, repository, &digest, MAX_JSON_BYTES)?
+    } else {
+        client.fetch_blob(registry, repository, &digest, MAX_JSON_BYTES)?
+    };
     serde_json::from_slice(&bytes).context("the config is not valid JSON")
 }

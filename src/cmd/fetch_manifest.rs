@@ -96,6 +96,7 @@ fn fetch_any(client: &Client, r: &Reference, base: bool) -> Result<Fetched> {
 fn fetch_child(
     client: &Client,
     ix: &IndexSection,
+    base: bool,
     descriptor: &Value,
     reference: String,
 ) -> Result<ImageSection> {
@@ -109,7 +110,7 @@ fn fetch_child(
         tag: None,
         digest: Some(digest.parse()?),
     };
-    match fetch_any(client, &r, false).with_context(|| format!("fetching manifest {r}"))? {
+    match fetch_any(client, &r, base).with_context(|| format!("fetching manifest {r}"))? {
         Fetched::Single(mut s) => {
             s.reference = reference;
             s.index_digest = Some(ix.digest.clone());
@@ -159,7 +160,8 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
                     ix.skipped.push(skip("excluded by --platform"));
                     continue;
                 }
-                let mut image = fetch_child(client, &ix, d, format!("{}@{digest}", r.name()))?;
+                let mut image =
+                    fetch_child(client, &ix, false, d, format!("{}@{digest}", r.name()))?;
                 image.found_by = Some("index".into());
                 doc.platforms.push(PlatformUnit {
                     platform: p,
@@ -237,11 +239,11 @@ fn fetch_base(
     let base_for = |client: &Client, unit: &mut Unit, platform: &Platform| -> Result<()> {
         let mut section = match &fetched {
             Fetched::Index(ix) => {
-                fetch_child(client, ix, pick(ix, platform, what)?, r.to_string())?
+                fetch_child(client, ix, true, pick(ix, platform, what)?, r.to_string())?
             }
             Fetched::Single(s) => {
                 let mut s = (**s).clone();
-                s.config = Some(fetch_config::fetch(client, &s)?);
+                s.config = Some(fetch_config::fetch(client, &s, true)?);
                 let theirs = s.config.as_ref().and_then(Platform::of_config);
                 if !theirs.as_ref().is_some_and(|t| t.matches(platform)) {
                     bail!(

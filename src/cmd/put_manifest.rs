@@ -394,16 +394,12 @@ fn push(
         }
     }
     // The config is uploaded without a HEAD first: it is new, or re-uploading it is cheap.
-    let (what, first) = client.once_per_blob(
-        &target.registry,
-        &target.repository,
-        &fin.config_digest,
-        || {
-            if args.dry_run {
-                let there =
-                    client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?;
-                return Ok(if there { "present" } else { "uploaded" });
-            }
+    if args.dry_run
+        && client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?
+    {
+        pushed.present.push(fin.config_digest.clone());
+    } else {
+        if !args.dry_run {
             client
                 .upload_blob(
                     &target.registry,
@@ -412,13 +408,8 @@ fn push(
                     &fin.config_bytes,
                 )
                 .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
-            Ok("uploaded")
-        },
-    )?;
-    if first && what == "uploaded" {
+        }
         pushed.uploaded.push(fin.config_digest.clone());
-    } else {
-        pushed.present.push(fin.config_digest.clone());
     }
     if !args.dry_run {
         put(
@@ -616,7 +607,6 @@ fn make_present(
         .iter()
         .any(|(r, repo)| r == registry && repo == repository)
     {
-        client.remember_present(registry, repository, digest);
         pushed.present.push(digest.clone());
         return Ok(());
     }

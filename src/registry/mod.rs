@@ -74,10 +74,6 @@ impl<T: Clone> Memo<T> {
         Ok((v, true))
     }
 
-    fn set(&self, key: String, value: T) {
-        *self.cell(key).lock().expect("not poisoned") = Some(value);
-    }
-
     fn cell(&self, key: String) -> Arc<Mutex<Option<T>>> {
         self.cells
             .lock()
@@ -102,12 +98,27 @@ impl Client {
     /// Fetches a base's manifest: once per run for the same reference when the client
     /// caches tags (fleet mode: every image of the list names the same bases).
     pub fn fetch_base_manifest(&self, r: &Reference) -> Result<Fetched> {
-        if !self.cache_tags || r.digest.is_some() {
-            return self.fetch_manifest(r);
-        }
+        let key = match &r.digest {
+            // Content-addressed: always the same.
+            Some(d) => format!("{}/{}@{d}", r.registry, r.repository),
+            None if self.cache_tags => r.to_string(),
+            None => return self.fetch_manifest(r),
+        };
+        Ok(self.manifests.get_or_try(key, || self.fetch_manifest(r))?.0)
+    }
+
+    /// Fetches a base's config (or another blob shared by many images) once per run.
+    pub fn fetch_base_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let key = format!("{registry}@{digest}");
         Ok(self
-            .manifests
-            .get_or_try(r.to_string(), || self.fetch_manifest(r))?
+            .blobs
+            .get_or_try(key, || self.fetch_blob(registry, repository, digest, limit))?
             .0)
     }
 
@@ -124,29 +135,9 @@ impl Client {
             .get_or_try(format!("{registry}/{repository}@{digest}"), f)
     }
 
-    /// Records that a repository has a blob (a manifest there lists it).
-    pub fn remember_present(&self, registry: &str, repository: &str, digest: &Digest) {
-        self.present
-            .set(format!("{registry}/{repository}@{digest}"), "present");
-    }
-
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
-        // Content-addressed: one fetch per run.
-        match &r.digest {
-            Some(d) => {
-                let key = format!("{}/{}@{d}", r.registry, r.repository);
-                Ok(self
-                    .manifests
-                    .get_or_try(key, || self.fetch_manifest_uncached(r))?
-                    .0)
-            }
-            None => self.fetch_manifest_uncached(r),
-        }
-    }
-
-    fn fetch_manifest_uncached(&self, r: &Reference) -> Result<Fetched> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
         let resp = self.transport.send(
             &r.registry,
@@ -242,23 +233,6 @@ impl Client {
 
     /// GETs a blob of at most `limit` bytes and checks it against its digest.
     pub fn fetch_blob(
-        &self,
-        registry: &str,
-        repository: &str,
-        digest: &Digest,
-        limit: u64,
-    ) -> Result<Vec<u8>> {
-        // Content-addressed: configs shared by many images are fetched once per run.
-        let key = format!("{registry}@{digest}");
-        Ok(self
-            .blobs
-            .get_or_try(key, || {
-                self.fetch_blob_uncached(registry, repository, digest, limit)
-            })?
-            .0)
-    }
-
-    fn fetch_blob_uncached(
         &self,
         registry: &str,
         repository: &str,

@@ -80,6 +80,10 @@ impl Transport {
             // A deadline for the whole request: socket timeouts alone are not restored on
             // pooled connections, and a trickle of bytes would reset them.
             .timeout(options.timeout)
+            // ureq keeps one idle connection per host by default: fleet runs with many
+            // jobs would open a new connection for most requests.
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(64)
             .timeout_read(options.timeout)
             .timeout_write(options.timeout)
             .user_agent(concat!("image-rebase/", env!("CARGO_PKG_VERSION")))
