@@ -36,7 +36,7 @@ pub struct Global {
     /// Seconds to wait for a connection or a response before giving up on a request
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
     pub timeout: u64,
-    /// User name for every registry of the command (password from --password-stdin or
+    /// User name for the registries named on the command line (password from --password-stdin or
     /// IMAGE_REBASE_PASSWORD); otherwise credentials come from docker's and podman's files
     #[arg(
         long,

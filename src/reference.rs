@@ -133,7 +133,10 @@ fn normalise_registry(registry: &str) -> Result<String> {
     if registry.is_empty() {
         bail!("empty registry host");
     }
-    if registry.chars().any(|c| c.is_whitespace() || c == '/') {
+    if registry
+        .chars()
+        .any(|c| c.is_whitespace() || "/@?#\\".contains(c))
+    {
         bail!("invalid registry host {registry:?}");
     }
     if registry.starts_with('[') && !registry.contains(']') {
@@ -308,6 +311,7 @@ mod tests {
             "reg.example//app",
             "a/-b",
             "[::1:5000/app",
+            "127.0.0.1:5000@evil.example/app",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }

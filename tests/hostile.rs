@@ -432,11 +432,17 @@ struct Run {
 
 /// Runs the binary with `args` and stdin (empty when `None`), killing it after RUN_LIMIT.
 fn image_rebase(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    image_rebase_env(args, stdin, &[])
+}
+
+/// `image_rebase` with extra environment variables.
+fn image_rebase_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_image-rebase"))
         .args(args)
         .env_remove("IMAGE_REBASE_USERNAME")
         .env_remove("IMAGE_REBASE_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -1030,4 +1036,49 @@ fn an_upload_start_answered_503_is_not_retried_but_a_manifest_put_is() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn credentials_never_follow_a_location_to_another_host() {
+    // The upload's Location points at another server: the password must not go there.
+    let other = Server::start(|_, _| respond(201, &[], ""));
+    let elsewhere = format!("http://{}/stolen?_state=s", other.addr);
+    let server = Server::start(move |req, _| {
+        if req.header("Authorization").is_none() {
+            return respond(401, &[("WWW-Authenticate", "Basic realm=\"test\"")], "");
+        }
+        match (req.method.as_str(), req.target.as_str()) {
+            ("POST", t) if t.contains("mount=") => respond(201, &[], ""),
+            ("POST", "/v2/app/blobs/uploads/") => {
+                respond(202, &[("Location", elsewhere.as_str())], "")
+            }
+            _ => fallback(req),
+        }
+    });
+    let f = push_fixture(&server.addr);
+    let run = image_rebase_env(
+        &["put-manifest"],
+        Some(&f.doc),
+        &[
+            ("IMAGE_REBASE_USERNAME", "alice"),
+            ("IMAGE_REBASE_PASSWORD", "s3cret-pw"),
+        ],
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.header("Authorization").is_some()),
+        "the registry itself got the credentials"
+    );
+    let stolen = other.requests();
+    assert!(!stolen.is_empty(), "the upload went to the Location given");
+    for r in &stolen {
+        assert!(
+            r.header("Authorization").is_none(),
+            "credentials went to another host: {:?}",
+            r.headers
+        );
+    }
+    assert!(!run.stderr.contains("s3cret-pw") && !run.stdout.contains("s3cret-pw"));
 }

@@ -128,7 +128,15 @@ fn spec_of(g: &Global, args: &RebaseArgs, line: &str) -> Result<(String, Spec)> 
     };
     let spec = Spec {
         image: parse_reference(g, &entry.image)?,
-        old_base: parse(entry.old_base.as_ref().or(args.old_base.as_ref()))?,
+        // An entry that says how to split (layers, label) does not inherit --old-base.
+        old_base: match (
+            &entry.old_base,
+            entry.layers.is_some() || entry.label.is_some(),
+        ) {
+            (Some(r), _) => parse(Some(r))?,
+            (None, true) => None,
+            (None, false) => parse(args.old_base.as_ref())?,
+        },
         new_base: parse(entry.new_base.as_ref().or(args.new_base.as_ref()))?,
         platforms,
         split,
@@ -220,6 +228,13 @@ pub fn run(
         .map(|(_, l)| l)
         .collect();
 
+    // --username credentials go only to the registries the list and the options name.
+    let hosts: Vec<String> = lines
+        .iter()
+        .filter_map(|(_, text)| spec_of(g, args, text).ok())
+        .flat_map(|(_, spec)| spec.named_hosts())
+        .collect();
+    client.limit_explicit_credentials(hosts);
     let total = lines.len();
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<Outcome>();
@@ -238,7 +253,21 @@ pub fn run(
                     };
                     let mut notes = Vec::new();
                     let (image, result) = match spec_of(g, args, text) {
-                        Ok((image, spec)) => (image, rebase(client, &spec, &mut notes)),
+                        // A panic in one image is that image's failure, not the run's.
+                        Ok((image, spec)) => {
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    rebase(client, &spec, &mut notes)
+                                }));
+                            (
+                                image,
+                                result.unwrap_or_else(|_| {
+                                    Err(anyhow::anyhow!(
+                                        "internal error (a panic) while rebasing this image"
+                                    ))
+                                }),
+                            )
+                        }
                         Err(e) => (text.to_string(), Err(e)),
                     };
                     let notes = String::from_utf8_lossy(&notes)

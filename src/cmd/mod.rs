@@ -104,6 +104,11 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             let platforms = Platform::parse_list(&args.platform)?;
             let client = client(g, false)?;
             let mut doc = read_document("fetch-manifest", true)?;
+            client.limit_explicit_credentials(
+                named_hosts(&doc)
+                    .into_iter()
+                    .chain(reference.as_ref().map(|r| r.registry.clone())),
+            );
             let opts = fetch_manifest::Options {
                 label: &args.label,
                 platforms: &platforms,
@@ -115,6 +120,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::FetchConfig => {
             let client = client(g, false)?;
             let mut doc = read_document("fetch-config", false)?;
+            client.limit_explicit_credentials(named_hosts(&doc));
             fetch_config::step(&client, &mut doc)?;
             write_document(&doc, out)
         }
@@ -134,6 +140,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::PutManifest(args) => {
             let client = client(g, false)?;
             let mut doc = read_document("put-manifest", false)?;
+            client.limit_explicit_credentials(named_hosts(&doc));
             for note in put_manifest::step(&client, &mut doc, &args.push)? {
                 writeln!(err, "image-rebase: note: {note}")?;
             }
@@ -179,4 +186,21 @@ pub fn note_skipped(doc: &Document, err: &mut impl Write) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The registries the user named: the image's, the bases given as arguments, and the
+/// targets. --username credentials go to these only, never to a registry that a label
+/// or annotation inside an image points at.
+pub fn named_hosts(doc: &Document) -> Vec<String> {
+    let mut hosts: Vec<String> = doc.index.iter().map(|ix| ix.registry.clone()).collect();
+    for unit in std::iter::once(&doc.unit).chain(doc.platforms.iter().map(|p| &p.unit)) {
+        hosts.extend(unit.image.iter().map(|s| s.registry.clone()));
+        for s in [&unit.old_base, &unit.new_base].into_iter().flatten() {
+            if s.found_by.as_deref() == Some("argument") {
+                hosts.push(s.registry.clone());
+            }
+        }
+        hosts.extend(unit.result.iter().map(|r| r.target.registry.clone()));
+    }
+    hosts
 }

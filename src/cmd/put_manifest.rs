@@ -48,7 +48,10 @@ fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushArgs) -> 
         .result
         .as_ref()
         .context("the document has no \"result\" section: run image-rebase splice first")?;
-    declare_scopes(client, unit, target)?;
+    // A dry run only reads: it asks for no push right.
+    if !args.dry_run {
+        declare_scopes(client, unit, target)?;
+    }
     if result.up_to_date {
         retag(client, unit, target, args)
     } else {
@@ -380,11 +383,7 @@ fn push(
             .context("a layer has no digest")?;
         let digest: Digest = layer.parse()?;
         // Foreign (non-distributable) layers live at their URLs, not in the registry.
-        let media_type = descriptor
-            .get("mediaType")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default();
-        if media_type.contains("foreign") || media_type.contains("nondistributable") {
+        if is_foreign(descriptor) {
             continue;
         }
         if seen.insert(digest.clone()) {
@@ -578,7 +577,9 @@ fn is_rebase_of(client: &Client, doc: &Unit, r: &Reference) -> Result<bool> {
         .unwrap_or_default();
     let same_history = their_history.len() >= top_history.len()
         && their_history[their_history.len() - top_history.len()..] == *top_history;
-    Ok(same_layers && same_history)
+    // An image with no part of its own proves nothing: anything "ends with" it.
+    let has_own_part = !top.is_empty() || !top_history.is_empty();
+    Ok(has_own_part && same_layers && same_history)
 }
 
 /// The repositories (registry, repository) of the document's images whose manifests list

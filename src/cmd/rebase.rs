@@ -21,6 +21,21 @@ pub struct Spec {
     pub push: PushArgs,
 }
 
+impl Spec {
+    /// The registries this spec names (where --username credentials may go).
+    pub fn named_hosts(&self) -> Vec<String> {
+        [
+            Some(&self.image),
+            self.old_base.as_ref(),
+            self.new_base.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.registry.clone())
+        .collect()
+    }
+}
+
 /// The porcelain: the plumbing steps in one process, then `repo@digest` on `out` (or,
 /// with --dry-run, the plan).
 pub fn run(
@@ -51,6 +66,7 @@ pub fn run(
         split: args.split.clone(),
         push: args.push.clone(),
     };
+    client.limit_explicit_credentials(spec.named_hosts());
     let doc = rebase(client, &spec, err)?;
     if args.push.dry_run {
         return plan(&doc, out);

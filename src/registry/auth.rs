@@ -252,7 +252,8 @@ pub fn parse_token_response(body: &[u8], requested: Vec<String>) -> Result<Token
     Ok(Token {
         granted: jwt_access(value),
         value: Secret::new(value),
-        expires: Instant::now() + Duration::from_secs(expires_in),
+        // A day at most: a token service's number must not overflow the clock.
+        expires: Instant::now() + Duration::from_secs(expires_in.min(86_400)),
         requested,
     })
 }
@@ -386,6 +387,13 @@ mod tests {
         let opaque = parse_token_response(br#"{"token":"opaque"}"#, vec![]).unwrap();
         assert_eq!(opaque.grants("x", "pull"), None);
         assert!(parse_token_response(br#"{"nothing":1}"#, vec![]).is_err());
+        // A huge lifetime does not overflow the clock.
+        let long = parse_token_response(
+            br#"{"token":"t","expires_in":18446744073709551615}"#,
+            vec![],
+        )
+        .unwrap();
+        assert!(long.fresh());
     }
 
     #[test]

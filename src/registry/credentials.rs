@@ -64,9 +64,10 @@ impl Sources {
         Sources { explicit, files }
     }
 
-    /// The credential for `registry`, if any source has one.
-    pub fn lookup(&self, registry: &str) -> Result<Option<Found>> {
-        if let Some(e) = &self.explicit {
+    /// The credential for `registry`, if any source has one. The explicit credential is
+    /// used only where `explicit_allowed` (a registry the user named).
+    pub fn lookup(&self, registry: &str, explicit_allowed: bool) -> Result<Option<Found>> {
+        if let Some(e) = self.explicit.as_ref().filter(|_| explicit_allowed) {
             return Ok(Some(e.clone()));
         }
         for file in &self.files {
@@ -280,6 +281,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not base64") && !err.contains("!!!"), "{err}");
+    }
+
+    #[test]
+    fn explicit_credentials_only_where_allowed() {
+        let explicit = Found {
+            credential: Credential::Basic {
+                username: "ci".into(),
+                password: Secret::new("pw"),
+            },
+            source: "the command line".into(),
+        };
+        let sources = Sources {
+            explicit: Some(explicit),
+            files: vec![],
+        };
+        assert!(sources.lookup("reg.example", true).unwrap().is_some());
+        assert!(
+            sources.lookup("attacker.example", false).unwrap().is_none(),
+            "not to a host the user did not name"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl<T: Clone> Memo<T> {
     /// call computed it.
     fn get_or_try(&self, key: String, f: impl FnOnce() -> Result<T>) -> Result<(T, bool)> {
         let cell = self.cell(key);
-        let mut slot = cell.lock().expect("not poisoned");
+        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = slot.as_ref() {
             return Ok((v.clone(), false));
         }
@@ -368,6 +368,11 @@ impl Client {
             ));
         }
         Ok(())
+    }
+
+    /// Limits --username credentials to the registries the user named.
+    pub fn limit_explicit_credentials(&self, hosts: impl IntoIterator<Item = String>) {
+        self.transport.limit_explicit_credentials(hosts)
     }
 
     /// Declares the scopes an operation will need on `registry`, so that one token covers

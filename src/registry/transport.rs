@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How to reach registries.
@@ -62,10 +62,15 @@ struct State {
     credential: Option<Option<Found>>,
 }
 
+/// A registry's state, made by its first ping (or the ping's error), once per run.
+type PingCell = Arc<OnceLock<std::result::Result<Arc<Mutex<State>>, String>>>;
+
 pub struct Transport {
     agent: ureq::Agent,
     options: Options,
-    registries: Mutex<HashMap<String, Arc<Mutex<State>>>>,
+    registries: Mutex<HashMap<String, PingCell>>,
+    /// The registries that --username credentials may go to (all when `None`).
+    explicit_hosts: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl Transport {
@@ -93,28 +98,37 @@ impl Transport {
             agent,
             options,
             registries: Mutex::new(HashMap::new()),
+            explicit_hosts: Mutex::new(None),
         })
     }
 
     /// The state of a registry, pinging it first (`GET /v2/`) to learn its scheme and
     /// what authentication it asks for.
     fn state(&self, registry: &str) -> Result<Arc<Mutex<State>>> {
-        // The map stays locked while a registry is pinged, so that threads starting
-        // together ping it once.
-        let mut registries = self.registries.lock().expect("not poisoned");
-        if let Some(s) = registries.get(registry) {
-            return Ok(s.clone());
-        }
-        let (base, challenge) = self.ping(registry)?;
-        let state = Arc::new(Mutex::new(State {
-            base,
-            challenge,
-            token: None,
-            wanted: vec![],
-            credential: None,
-        }));
-        registries.insert(registry.to_string(), state.clone());
-        Ok(state)
+        let cell = self
+            .registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(registry.to_string())
+            .or_default()
+            .clone();
+        // Threads starting together ping a registry once; the map is not locked meanwhile,
+        // so a slow registry holds up only its own requests. A failed ping is kept too:
+        // the other images on that registry fail at once instead of waiting again.
+        let state = cell.get_or_init(|| {
+            self.ping(registry)
+                .map(|(base, challenge)| {
+                    Arc::new(Mutex::new(State {
+                        base,
+                        challenge,
+                        token: None,
+                        wanted: vec![],
+                        credential: None,
+                    }))
+                })
+                .map_err(|e| format!("{e:#}"))
+        });
+        state.clone().map_err(|e| anyhow!(e))
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
@@ -178,11 +192,21 @@ impl Transport {
         Err(anyhow!(msg))
     }
 
+    /// Limits the explicit (--username) credentials to these registries: the ones the
+    /// user named. A registry found inside an image (a label, an annotation) does not get
+    /// them; credentials from config files are per host and still apply.
+    pub fn limit_explicit_credentials(&self, hosts: impl IntoIterator<Item = String>) {
+        *self
+            .explicit_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hosts.into_iter().collect());
+    }
+
     /// Adds scopes that the next token for `registry` should cover (the target's
     /// pull,push first, then each mount source's pull), so one token serves a whole push.
     pub fn want(&self, registry: &str, scopes: &[String]) -> Result<()> {
         let state = self.state(registry)?;
-        let mut st = state.lock().expect("not poisoned");
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = scopes.to_vec();
         wanted.append(&mut st.wanted);
         st.wanted = auth::merge_scopes(&wanted);
@@ -198,7 +222,7 @@ impl Transport {
             Ok(location.to_string())
         } else if location.starts_with('/') {
             let state = self.state(registry)?;
-            let base = state.lock().expect("not poisoned").base.clone();
+            let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
             Ok(format!("{base}{location}"))
         } else {
             bail!("the registry sent an unusable Location header {location:?}")
@@ -218,11 +242,17 @@ impl Transport {
         let state = self.state(registry)?;
         let url = self.resolve(registry, target)?;
         let scopes = scopes_for(method, &url);
+        // Credentials go to the registry itself only, never to another host a Location
+        // header names.
+        let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
+        let same_origin = url.starts_with(&format!("{base}/"));
         let mut asked_again = false;
         loop {
-            let authorization = {
-                let mut st = state.lock().expect("not poisoned");
+            let authorization = if same_origin {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                 self.authorization(&mut st, registry, &scopes)?
+            } else {
+                None
             };
             let resp =
                 self.send_with_retries(method, &url, headers, authorization.as_ref(), body)?;
@@ -235,7 +265,7 @@ impl Transport {
             else {
                 return Ok(resp);
             };
-            let mut st = state.lock().expect("not poisoned");
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             let retry = match (&challenge, &st.challenge) {
                 // Asked for more than the token covers: once more with the wider scope.
                 (Challenge::Bearer { scope, .. }, _) => {
@@ -276,10 +306,16 @@ impl Transport {
             return Ok(None);
         };
         if st.credential.is_none() {
+            let explicit_allowed = self
+                .explicit_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_none_or(|hosts| hosts.contains(registry));
             st.credential = Some(
                 self.options
                     .credentials
-                    .lookup(registry)
+                    .lookup(registry, explicit_allowed)
                     .with_context(|| format!("looking up credentials for {registry}"))?,
             );
         }
@@ -461,7 +497,7 @@ impl Transport {
     /// (`None` when unknown: no token, or one whose claims cannot be read).
     pub fn grants(&self, registry: &str, repository: &str, action: &str) -> Option<bool> {
         let state = self.state(registry).ok()?;
-        let st = state.lock().expect("not poisoned");
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.token.as_ref()?.grants(repository, action)
     }
 
@@ -470,7 +506,7 @@ impl Transport {
         let Ok(state) = self.state(registry) else {
             return "unknown credentials".into();
         };
-        let st = state.lock().expect("not poisoned");
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
         match &st.credential {
             Some(Some(f)) => f.describe(),
             Some(None) => format!(
@@ -506,12 +542,12 @@ impl Transport {
                 }
             }
         }
-        let none_found = self
-            .registries
-            .lock()
-            .expect("not poisoned")
-            .get(registry)
-            .is_some_and(|s| matches!(s.lock().expect("not poisoned").credential, Some(None)));
+        let none_found = self.state(registry).is_ok_and(|s| {
+            matches!(
+                s.lock().unwrap_or_else(|e| e.into_inner()).credential,
+                Some(None)
+            )
+        });
         let hint = if !missing.is_empty() {
             format!(
                 "{} has no {}",
