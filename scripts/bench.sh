@@ -125,70 +125,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- the registry -----------------------------------------------------------------------
-# start_bench_registry BACKEND DIR: like lib.sh's start_registry (same settings, same
-# exported REGISTRY, REGISTRY_PID, REGISTRY_LOG, so lib.sh's registry_log_mark works),
-# with the storage backend chosen, and no upload purging in the middle of a run.
-start_bench_registry() {
-	local backend=$1 dir=$2 port attempt i pid storage
-	local -a scrub=()
-	mkdir -p "$dir/data"
-	dir=$(cd "$dir" && pwd)
-	for i in $(compgen -e); do
-		[[ $i == REGISTRY_* ]] && scrub+=(-u "$i")
-	done
-	case $backend in
-	filesystem) storage=$(printf '  filesystem:\n    rootdirectory: %s/data' "$dir") ;;
-	inmemory) storage='  inmemory:' ;;
-	esac
-	for attempt in 1 2 3 4 5; do
-		port=$(_free_port)
-		cat >"$dir/config.yml" <<-YAML
-			version: 0.1
-			log:
-			  level: info
-			storage:
-			$storage
-			  delete:
-			    enabled: true
-			  maintenance:
-			    uploadpurging:
-			      enabled: false
-			http:
-			  addr: 127.0.0.1:$port
-			  secret: image-rebase-local-bench-registry
-		YAML
-		env "${scrub[@]}" /usr/bin/docker-registry serve "$dir/config.yml" \
-			</dev/null >"$dir/registry.log" 2>&1 &
-		pid=$!
-		# Known at once, so that the exit trap stops it whatever happens next.
-		REGISTRY_PID=$pid
-		for i in $(seq 100); do
-			if grep -qF "listening on 127.0.0.1:$port" "$dir/registry.log" &&
-				_registry_answers "$port"; then
-				export REGISTRY="127.0.0.1:$port" REGISTRY_PID=$pid REGISTRY_LOG="$dir/registry.log"
-				return 0
-			fi
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			kill "$pid" 2>/dev/null || true
-			wait "$pid" 2>/dev/null || true
-			unset REGISTRY_PID
-			cat "$dir/registry.log" >&2
-			die "registry on 127.0.0.1:$port did not answer within 10 s (log above)"
-		fi
-		wait "$pid" 2>/dev/null || true
-		unset REGISTRY_PID
-		grep -q 'address already in use' "$dir/registry.log" || {
-			cat "$dir/registry.log" >&2
-			die "registry exited at start (log above)"
-		}
-		say "port $port was taken, retrying ($attempt)"
-	done
-	die "no free port found for the registry"
-}
-
 # log_stats FROM TO: the requests the registry logged between two log offsets (marker
 # requests left out): "total GET HEAD POST PUT other mounts non2xx connections".
 log_stats() {
@@ -293,7 +229,7 @@ measure() {
 for backend in $backends; do
 	wd=$work/$backend
 	mkdir -p "$wd"
-	start_bench_registry "$backend" "$wd/registry"
+	start_registry "$wd/registry" "$backend"
 	say "$backend: registry $REGISTRY (pid $REGISTRY_PID)"
 	"$ceiling" bases --registry "$REGISTRY" --layers "$layers" --repos "$repos" ||
 		die "pushing the bases failed"

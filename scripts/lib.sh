@@ -3,7 +3,8 @@
 # OCI test images. Source it from bash (set -euo pipefail is assumed); needs the tools
 # scripts/install-deps.sh installs.
 #
-#   start_registry DIR            start a registry on a free 127.0.0.1 port, data in DIR;
+#   start_registry DIR [STORAGE]  start a registry on a free 127.0.0.1 port, data in DIR
+#                                 (STORAGE: filesystem, the default, or inmemory);
 #                                 exports REGISTRY (host:port), REGISTRY_PID, REGISTRY_LOG
 #   stop_registry                 stop it
 #   registry_log_size             current size of the registry log, in bytes
@@ -56,10 +57,16 @@ _registry_answers() {
 }
 
 start_registry() {
-	local dir=${1:?usage: start_registry DIR} port attempt i pid
+	local dir=${1:?usage: start_registry DIR [filesystem|inmemory]} backend=${2:-filesystem}
+	local port attempt i pid storage
 	local -a scrub=()
 	mkdir -p "$dir/data"
 	dir=$(cd "$dir" && pwd)
+	case $backend in
+	filesystem) storage=$(printf '  filesystem:\n    rootdirectory: %s/data' "$dir") ;;
+	inmemory) storage='  inmemory:' ;;
+	*) _lib_die "start_registry: unknown storage $backend (filesystem or inmemory)" || return 1 ;;
+	esac
 	# The registry reads REGISTRY_* variables as configuration overrides
 	# (e.g. REGISTRY_HTTP_ADDR): keep the caller's out of it.
 	for i in $(compgen -e); do
@@ -74,10 +81,12 @@ start_registry() {
 			log:
 			  level: info
 			storage:
-			  filesystem:
-			    rootdirectory: $dir/data
+			$storage
 			  delete:
 			    enabled: true
+			  maintenance:
+			    uploadpurging:
+			      enabled: false
 			http:
 			  addr: 127.0.0.1:$port
 			  secret: image-rebase-local-test-registry
@@ -85,6 +94,8 @@ start_registry() {
 		env "${scrub[@]}" /usr/bin/docker-registry serve "$dir/config.yml" \
 			</dev/null >"$dir/registry.log" 2>&1 &
 		pid=$!
+		# Known at once, so that an exit trap calling stop_registry stops it.
+		REGISTRY_PID=$pid
 		# Up to 10 s for it to answer.
 		for i in $(seq 100); do
 			# The log line tells that this registry bound the port (another process
@@ -100,11 +111,13 @@ start_registry() {
 		if kill -0 "$pid" 2>/dev/null; then
 			kill "$pid" 2>/dev/null || true
 			wait "$pid" 2>/dev/null || true
+			unset REGISTRY_PID
 			cat "$dir/registry.log" >&2
 			_lib_die "registry on 127.0.0.1:$port did not answer within 10 s (log above)"
 			return 1
 		fi
 		wait "$pid" 2>/dev/null || true
+		unset REGISTRY_PID
 		if ! grep -q 'address already in use' "$dir/registry.log"; then
 			cat "$dir/registry.log" >&2
 			_lib_die "registry exited at start (log above)"
