@@ -273,6 +273,14 @@ pub struct Pushed {
 }
 
 impl Unit {
+    /// Puts a fetched section in place and drops what was derived from the old one.
+    pub fn set_section(&mut self, role: Role, section: ImageSection) {
+        *self.section_mut(role) = Some(section);
+        self.split = None;
+        self.result = None;
+        self.pushed = None;
+    }
+
     pub fn section(&self, role: Role) -> Option<&ImageSection> {
         match role {
             Role::Image => self.image.as_ref(),
@@ -308,9 +316,10 @@ impl Document {
     }
 
     /// Runs `f` on each unit: every platform's (an error names the platform), or the
-    /// single image's.
+    /// single image's (which must be in the document).
     pub fn for_each_unit(&mut self, mut f: impl FnMut(&mut Unit) -> Result<()>) -> Result<()> {
         if self.index.is_none() {
+            self.unit.require(Role::Image)?;
             return f(&mut self.unit);
         }
         for p in self.platforms.iter_mut() {

@@ -54,6 +54,11 @@ pub fn history(config: &Value) -> Option<&Vec<Value>> {
     config.get("history").and_then(Value::as_array)
 }
 
+/// `history` of a config as a slice; empty when the config has none.
+pub fn history_slice(config: &Value) -> &[Value] {
+    history(config).map(Vec::as_slice).unwrap_or_default()
+}
+
 /// Whether a history entry created no layer.
 pub fn is_empty_layer(entry: &Value) -> bool {
     entry

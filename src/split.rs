@@ -55,9 +55,7 @@ pub fn by_old_base(image: Parts, base: Parts) -> Result<Split> {
         )));
     }
 
-    let image_history = image::history(image.config)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let image_history = image::history_slice(image.config);
     let base_history = match image::history(base.config) {
         Some(base_history) => {
             if base_history.len() > image_history.len() {
@@ -116,9 +114,7 @@ pub fn by_layers(image: Parts, top: usize) -> Result<Split> {
 pub fn by_label(image: Parts, name: &str) -> Result<Split> {
     image::check_consistent("the image", image.manifest, image.config)
         .map_err(|e| not_based(format!("{e:#}")))?;
-    let history = image::history(image.config)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let history = image::history_slice(image.config);
     let Some((index, _)) = crate::history::find_label(history, name) else {
         return Err(not_based(format!(
             "no history entry of the image sets the label {name:?}, so the split cannot be found by label; \
@@ -129,9 +125,7 @@ pub fn by_label(image: Parts, name: &str) -> Result<Split> {
 }
 
 fn at_history(image: Parts, method: &str, base_history: usize) -> Split {
-    let history = image::history(image.config)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let history = image::history_slice(image.config);
     let layers = image::layers(image.manifest).map(Vec::len).unwrap_or(0);
     let base_layers = image::non_empty_count(&history[..base_history]);
     Split {

@@ -7,9 +7,6 @@ use anyhow::{Context, Result};
 /// Fetches the config blob of every image section that has none yet (of every platform
 /// of an index).
 pub fn step(client: &Client, doc: &mut Document) -> Result<()> {
-    if !doc.is_index() {
-        doc.unit.require(Role::Image)?;
-    }
     doc.for_each_unit(|unit| unit_step(client, unit))
 }
 

@@ -257,10 +257,7 @@ fn fetch_base(
             }
         };
         section.found_by = Some(found_by.to_string());
-        *unit.section_mut(role) = Some(section);
-        unit.split = None;
-        unit.result = None;
-        unit.pushed = None;
+        unit.set_section(role, section);
         Ok(())
     };
     if doc.is_index() {
@@ -278,10 +275,7 @@ fn fetch_base(
         Fetched::Single(s) => {
             let mut s = (**s).clone();
             s.found_by = Some(found_by.to_string());
-            *doc.unit.section_mut(role) = Some(s);
-            doc.unit.split = None;
-            doc.unit.result = None;
-            doc.unit.pushed = None;
+            doc.unit.set_section(role, s);
         }
         Fetched::Index(_) => {
             // A single image on an index base: the base's manifest for the image's own

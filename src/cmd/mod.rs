@@ -132,18 +132,15 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::Splice => {
             let mut doc = read_document("splice", false)?;
             splice::step(&mut doc)?;
-            for note in notes_of(&doc) {
-                writeln!(err, "image-rebase: note: {note}")?;
-            }
+            print_notes(err, &notes_of(&doc))?;
             write_document(&doc, out)
         }
         Command::PutManifest(args) => {
             let client = client(g, false)?;
             let mut doc = read_document("put-manifest", false)?;
             client.limit_explicit_credentials(named_hosts(&doc));
-            for note in put_manifest::step(&client, &mut doc, &args.push)? {
-                writeln!(err, "image-rebase: note: {note}")?;
-            }
+            let notes = put_manifest::step(&client, &mut doc, &args.push)?;
+            print_notes(err, &notes)?;
             write_document(&doc, out)
         }
         Command::Rebase(args) if args.from_file.is_some() => {
@@ -153,6 +150,14 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::Rebase(args) => rebase::run(&client(g, true)?, g, &args, out, err),
     }
+}
+
+/// Writes notes for the user, one a line.
+pub fn print_notes(err: &mut impl Write, notes: &[String]) -> Result<()> {
+    for note in notes {
+        writeln!(err, "image-rebase: note: {note}")?;
+    }
+    Ok(())
 }
 
 /// The notes of every result of the document (each platform's, prefixed with it).

@@ -291,11 +291,7 @@ fn check_index_target(
         }
     }
     if !all {
-        bail!(
-            "the tag {r} already holds {current}, which is neither {} nor a rebase of it: \
-             give --force to overwrite it, or another --tag",
-            ix.reference
-        );
+        return Err(refuse_overwrite(&r, &current, &ix.reference));
     }
     Ok(false)
 }
@@ -533,11 +529,7 @@ fn check_target(
     if !is_rebase_of(client, doc, &pinned)
         .with_context(|| format!("looking at what {r} holds now"))?
     {
-        bail!(
-            "the tag {r} already holds {current}, which is neither {} nor a rebase of it: \
-             give --force to overwrite it, or another --tag",
-            image.reference
-        );
+        return Err(refuse_overwrite(&r, &current, &image.reference));
     }
     Ok(false)
 }
@@ -568,13 +560,9 @@ fn is_rebase_of(client: &Client, doc: &Unit, r: &Reference) -> Result<bool> {
     );
     let top = &mine[split.base_layers.min(mine.len())..];
     let same_layers = theirs.len() >= top.len() && theirs[theirs.len() - top.len()..] == *top;
-    let my_history = image::history(image_config)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let my_history = image::history_slice(image_config);
     let top_history = &my_history[split.base_history.min(my_history.len())..];
-    let their_history = image::history(&config)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let their_history = image::history_slice(&config);
     let same_history = their_history.len() >= top_history.len()
         && their_history[their_history.len() - top_history.len()..] == *top_history;
     // An image with no part of its own proves nothing: anything "ends with" it.
@@ -691,4 +679,12 @@ fn is_foreign(descriptor: &serde_json::Value) -> bool {
         .and_then(|m| m.as_str())
         .unwrap_or_default();
     media_type.contains("foreign") || media_type.contains("nondistributable")
+}
+
+/// The refusal to move a tag that holds an unrelated image.
+fn refuse_overwrite(target: &Reference, current: &Digest, image: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the tag {target} already holds {current}, which is neither {image} nor a rebase of it: \
+         give --force to overwrite it, or another --tag"
+    )
 }

@@ -1,7 +1,7 @@
 use crate::cli::{Global, PushArgs, RebaseArgs, SplitArgs};
 use crate::cmd::{
-    fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, put_manifest, splice,
-    split_history,
+    fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, print_notes,
+    put_manifest, splice, split_history,
 };
 use crate::detect;
 use crate::doc::{Document, ImageSection, Pushed, Role, Unit};
@@ -115,12 +115,9 @@ pub fn rebase(client: &Client, spec: &Spec, err: &mut impl Write) -> Result<Docu
     fetch_config::step(client, &mut doc)?;
     split_history::step(&mut doc, &spec.split)?;
     splice::step(&mut doc)?;
-    for note in notes_of(&doc) {
-        writeln!(err, "image-rebase: note: {note}")?;
-    }
-    for note in put_manifest::step(client, &mut doc, &spec.push)? {
-        writeln!(err, "image-rebase: note: {note}")?;
-    }
+    print_notes(err, &notes_of(&doc))?;
+    let notes = put_manifest::step(client, &mut doc, &spec.push)?;
+    print_notes(err, &notes)?;
     Ok(doc)
 }
 

@@ -10,9 +10,6 @@ use serde_json::Map;
 /// The config is merged against the old base's config when the split was made at the
 /// old base, else against what the image's own history entries say they changed.
 pub fn step(doc: &mut Document) -> Result<()> {
-    if !doc.is_index() {
-        doc.unit.require(Role::Image)?;
-    }
     if let Some(ix) = doc.index.as_mut() {
         ix.pushed = None;
     }

@@ -8,9 +8,6 @@ use anyhow::{Context, Result};
 /// the history entry that set the label. When the document has the new base and
 /// the image is already on it, the split is marked up to date.
 pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
-    if !doc.is_index() {
-        doc.unit.require(Role::Image)?;
-    }
     if let Some(ix) = doc.index.as_mut() {
         ix.pushed = None;
     }
