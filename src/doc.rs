@@ -3,6 +3,8 @@
 //! can inspect and edit it with jq between steps. Documented in image-rebase(1).
 
 use crate::digest::Digest;
+use crate::json;
+use crate::platform::Platform;
 use crate::reference::Reference;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -22,10 +24,10 @@ pub struct Document {
     pub index: Option<IndexSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<PlatformUnit>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub unit: Unit,
     /// Fields of other tools or later versions: kept as they are.
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -61,10 +63,10 @@ pub struct Unit {
 /// One platform of a multi-platform image.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlatformUnit {
-    pub platform: crate::platform::Platform,
-    #[serde(flatten)]
+    pub platform: Platform,
+    #[serde(flatten, skip_deserializing)]
     pub unit: Unit,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -86,7 +88,7 @@ pub struct IndexSection {
     pub skipped: Vec<Skipped>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<Pushed>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -149,7 +151,7 @@ pub struct ImageSection {
     /// The digest of the multi-platform index this manifest was picked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -200,7 +202,7 @@ pub struct Split {
     /// The image is already on the new base: there is nothing to rebase.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub up_to_date: bool,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -212,7 +214,7 @@ pub struct Target {
     /// Tag to write; without one the manifest is pushed by digest only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -239,7 +241,7 @@ pub struct ResultSection {
     /// Things the user should know (printed on stderr by splice and rebase).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -268,11 +270,32 @@ pub struct Pushed {
     /// A dry run: `mounted` and `uploaded` list what would be done; nothing was written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
 impl Unit {
+    /// The unit's sections in `input`, unknown fields included (see `json`).
+    fn from_value(input: &Value) -> Result<Unit> {
+        let mut unit: Unit = serde_json::from_value(input.clone())?;
+        for role in [Role::Image, Role::OldBase, Role::NewBase] {
+            if let Some(s) = unit.section_mut(role).as_mut() {
+                s.extra = json::unknown::<ImageSection>(&input[role.key()], &[]);
+            }
+        }
+        if let Some(s) = unit.split.as_mut() {
+            s.extra = json::unknown::<Split>(&input["split"], &[]);
+        }
+        if let Some(r) = unit.result.as_mut() {
+            r.extra = json::unknown::<ResultSection>(&input["result"], &[]);
+            r.target.extra = json::unknown::<Target>(&input["result"]["target"], &[]);
+        }
+        if let Some(p) = unit.pushed.as_mut() {
+            p.extra = json::unknown::<Pushed>(&input["pushed"], &[]);
+        }
+        Ok(unit)
+    }
+
     /// Puts a fetched section in place and drops what was derived from the old one.
     pub fn set_section(&mut self, role: Role, section: ImageSection) {
         *self.section_mut(role) = Some(section);
@@ -355,7 +378,33 @@ impl Document {
                     .unwrap_or_else(|| "(not a number)".into())
             ),
         }
-        serde_json::from_value(value).context("the input is not a valid image-rebase document")
+        let mut doc: Document = serde_json::from_value(value.clone())
+            .context("the input is not a valid image-rebase document")?;
+        doc.keep_unknown(&value)
+            .context("the input is not a valid image-rebase document")?;
+        Ok(doc)
+    }
+
+    /// Fills what `flatten` leaves out on input (see `json`): the units, and the unknown
+    /// fields of every section, exactly as written.
+    fn keep_unknown(&mut self, input: &Value) -> Result<()> {
+        let unit_fields = json::fields::<Unit>();
+        self.unit = Unit::from_value(input)?;
+        self.extra = json::unknown::<Document>(input, unit_fields);
+        if let Some(ix) = self.index.as_mut() {
+            let v = &input["index"];
+            ix.extra = json::unknown::<IndexSection>(v, &[]);
+            if let Some(p) = ix.pushed.as_mut() {
+                p.extra = json::unknown::<Pushed>(&v["pushed"], &[]);
+            }
+        }
+        let inputs = input["platforms"].as_array().into_iter().flatten();
+        for (p, v) in self.platforms.iter_mut().zip(inputs) {
+            p.unit = Unit::from_value(v)?;
+            p.extra = json::unknown::<PlatformUnit>(v, unit_fields);
+            p.platform.extra = json::unknown::<Platform>(&v["platform"], &[]);
+        }
+        Ok(())
     }
 
     /// One line of JSON.
@@ -375,6 +424,21 @@ mod tests {
         let back: Value = serde_json::from_str(&doc.to_json()).unwrap();
         assert_eq!(back["mine"]["a"], 1);
         assert_eq!(back["split"]["note"], "x");
+    }
+
+    #[test]
+    fn numbers_in_unknown_fields_are_kept_exactly_as_written() {
+        let text = r#"{"image_rebase":1,"big":123456789012345678901234567890,"f":1.50,"split":{"method":"layers","base_layers":1,"base_history":2,"top_layers":1,"top_history":1,"n":-0.0}}"#;
+        let doc = Document::from_json(text).unwrap();
+        assert_eq!(doc.unit.split.as_ref().unwrap().base_history, 2);
+        let out = doc.to_json();
+        for kept in [
+            r#""big":123456789012345678901234567890"#,
+            r#""f":1.50"#,
+            r#""n":-0.0"#,
+        ] {
+            assert!(out.contains(kept), "{kept} in {out}");
+        }
     }
 
     #[test]

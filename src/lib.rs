@@ -11,6 +11,7 @@ pub mod error;
 pub mod history;
 pub mod image;
 pub mod io;
+pub mod json;
 pub mod media;
 pub mod merge;
 pub mod platform;

@@ -19,7 +19,7 @@ pub struct Platform {
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
-    #[serde(flatten)]
+    #[serde(flatten, skip_deserializing)]
     pub extra: Map<String, Value>,
 }
 
@@ -52,7 +52,10 @@ impl Platform {
 
     /// The platform of an index descriptor (`platform` field), if it has one.
     pub fn of_descriptor(descriptor: &Value) -> Option<Platform> {
-        serde_json::from_value(descriptor.get("platform")?.clone()).ok()
+        let v = descriptor.get("platform")?;
+        let mut p: Platform = serde_json::from_value(v.clone()).ok()?;
+        p.extra = crate::json::unknown::<Platform>(v, &[]);
+        Some(p)
     }
 
     /// The platform an image config declares.
