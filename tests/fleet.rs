@@ -326,3 +326,140 @@ fn shards_split_the_list_exactly_and_entries_carry_their_own_options() {
         "{v}"
     );
 }
+
+/// 300 tags of one image in 3 repositories: every tag rebases to the same config. Puts
+/// every tag back on base v1 (the same manifest each time) before a run.
+struct SameImage {
+    reg: Registry,
+    manifest: Vec<u8>,
+    tags: Vec<String>,
+}
+
+const SAME_REPOS: usize = 3;
+const SAME_TAGS: usize = 100;
+
+fn same_image() -> SameImage {
+    let reg = Registry::start();
+    let client = Client::new(Options::default()).unwrap();
+    let v1 = layer(&reg, &[("etc/v1", "1\n")], "ADD v1 /");
+    let v2 = layer(&reg, &[("etc/v2", "2\n")], "ADD v2 /");
+    let app = layer(&reg, &[("app/a", "a\n")], "COPY app /app");
+    for l in [&v1, &v2] {
+        upload(&client, &reg, "base", l);
+    }
+    push_app(&client, &reg, "base", "v1", &[&v1], "base");
+    push_app(&client, &reg, "base", "v2", &[&v2], "base");
+    let mut tags = Vec::new();
+    for r in 0..SAME_REPOS {
+        let repo = format!("same{r}/app");
+        for l in [&v1, &app] {
+            upload(&client, &reg, &repo, l);
+        }
+        push_app(&client, &reg, &repo, "orig", &[&v1, &app], "app");
+        for t in 0..SAME_TAGS {
+            tags.push(format!("{repo}:n{t}"));
+        }
+    }
+    let (manifest, _) = reg.manifest("same0/app:orig").unwrap();
+    SameImage {
+        reg,
+        manifest,
+        tags,
+    }
+}
+
+impl SameImage {
+    fn reset(&self) {
+        for t in &self.tags {
+            let (repo, tag) = t.split_once(':').unwrap();
+            ureq::put(&format!(
+                "http://{}/v2/{repo}/manifests/{tag}",
+                self.reg.addr
+            ))
+            .set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .send_bytes(&self.manifest)
+            .unwrap();
+        }
+    }
+
+    fn list(&self, tags: &[String]) -> String {
+        tags.iter()
+            .map(|t| format!("{}\n", self.reg.r(t)))
+            .collect()
+    }
+
+    fn rebase(&self, list: &str) -> std::process::Child {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-rebase"))
+            .args([
+                "rebase",
+                "--from-file",
+                "-",
+                "--old-base",
+                &self.reg.r("base:v1"),
+                "--new-base",
+                &self.reg.r("base:v2"),
+                "--jobs",
+                "16",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, list.as_bytes()).unwrap();
+        child
+    }
+}
+
+/// Every line of a fleet run's output is `rebased`; the tags hold the rebased image.
+fn assert_all_rebased(s: &SameImage, out: std::process::Output, want: usize) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.contains(r#""outcome":"rebased""#))
+        .collect();
+    assert!(
+        failed.is_empty() && out.status.success(),
+        "{} of {want} not rebased: {failed:#?}\n{}",
+        failed.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), want);
+    for t in s.tags.iter().step_by(37) {
+        let (_, m) = s.reg.manifest(t).unwrap();
+        assert_ne!(m, s.reg.manifest("same0/app:orig").unwrap().1, "{t} moved");
+    }
+}
+
+#[test]
+fn many_tags_of_one_image_rebase_in_one_run_without_a_failure() {
+    let s = same_image();
+    let list = s.list(&s.tags);
+    for _ in 0..5 {
+        s.reset();
+        let out = s.rebase(&list).wait_with_output().unwrap();
+        assert_all_rebased(&s, out, s.tags.len());
+    }
+}
+
+#[test]
+fn two_processes_rebase_tags_of_one_image_at_once() {
+    let s = same_image();
+    // Interleaved halves: both processes write the same config into every repository.
+    let half = |parity: usize| {
+        let tags: Vec<String> = s.tags.iter().skip(parity).step_by(2).cloned().collect();
+        s.list(&tags)
+    };
+    let (a, b) = (half(0), half(1));
+    for _ in 0..3 {
+        s.reset();
+        let (pa, pb) = (s.rebase(&a), s.rebase(&b));
+        let (oa, ob) = (
+            pa.wait_with_output().unwrap(),
+            pb.wait_with_output().unwrap(),
+        );
+        assert_all_rebased(&s, oa, s.tags.len() / 2);
+        assert_all_rebased(&s, ob, s.tags.len() / 2);
+    }
+}

@@ -5,8 +5,8 @@ use crate::image;
 use crate::media::Family;
 use crate::platform::is_attestation;
 use crate::reference::{Reference, check_tag};
-use crate::registry::{Client, MAX_JSON_BYTES, Mount};
-use crate::splice::finalize;
+use crate::registry::{Client, MAX_JSON_BYTES, Mount, RegistryError};
+use crate::splice::{Finalized, finalize};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, json};
 
@@ -371,51 +371,127 @@ fn push(
         return Ok(pushed);
     }
 
-    let mut seen = std::collections::HashSet::new();
+    // Foreign (non-distributable) layers live at their URLs, not in the registry.
+    let mut layers: Vec<(Digest, Vec<(String, String)>)> = Vec::new();
     for descriptor in image::layers(&result.manifest)? {
         let layer = descriptor
             .get("digest")
             .and_then(|d| d.as_str())
             .context("a layer has no digest")?;
         let digest: Digest = layer.parse()?;
-        // Foreign (non-distributable) layers live at their URLs, not in the registry.
-        if is_foreign(descriptor) {
-            continue;
-        }
-        if seen.insert(digest.clone()) {
-            let sources = sources_of(doc, layer);
-            make_present(client, target, &digest, &sources, args.dry_run, &mut pushed)
-                .with_context(|| format!("making layer {digest} present in {name}"))?;
+        if !is_foreign(descriptor) && !layers.iter().any(|(d, _)| *d == digest) {
+            layers.push((digest, sources_of(doc, layer)));
         }
     }
-    // The config is uploaded without a HEAD first: it is new, or re-uploading it is cheap.
-    if args.dry_run
-        && client.blob_exists(&target.registry, &target.repository, &fin.config_digest)?
-    {
-        pushed.present.push(fin.config_digest.clone());
-    } else {
-        if !args.dry_run {
-            client
-                .upload_blob(
-                    &target.registry,
-                    &target.repository,
-                    &fin.config_digest,
-                    &fin.config_bytes,
-                )
-                .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
-        }
-        pushed.uploaded.push(fin.config_digest.clone());
+    for (digest, sources) in &layers {
+        make_present(client, target, digest, sources, args.dry_run, &mut pushed)
+            .with_context(|| format!("making layer {digest} present in {name}"))?;
     }
+    upload_config(client, target, &fin, args.dry_run, &mut pushed)
+        .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
     if !args.dry_run {
-        put(
+        put_checked(client, target, &fin, &result.media_type, &layers)?;
+    }
+    Ok(pushed)
+}
+
+/// Uploads the config into the target repository, once per repository and run however
+/// many images share it (tags of one image): two uploads of one blob at once can make a
+/// registry lose track of it (see `put_checked`).
+fn upload_config(
+    client: &Client,
+    target: &Target,
+    fin: &Finalized,
+    dry_run: bool,
+    pushed: &mut Pushed,
+) -> Result<()> {
+    let (registry, repository) = (&target.registry, &target.repository);
+    let (what, first) = client.once_per_blob(registry, repository, &fin.config_digest, || {
+        if dry_run {
+            let there = client.blob_exists(registry, repository, &fin.config_digest)?;
+            return Ok(if there { "present" } else { "uploaded" });
+        }
+        // No HEAD first: the config is new, or uploading it again is cheap.
+        client.upload_blob(registry, repository, &fin.config_digest, &fin.config_bytes)?;
+        Ok("uploaded")
+    })?;
+    if first && what == "uploaded" {
+        pushed.uploaded.push(fin.config_digest.clone());
+    } else {
+        pushed.present.push(fin.config_digest.clone());
+    }
+    Ok(())
+}
+
+/// How many times a manifest PUT is tried when the registry says a blob this run made
+/// present is missing.
+const PUT_ATTEMPTS: u64 = 3;
+
+/// Puts the manifest. distribution rewrites a repository's link to a blob in place on
+/// every upload of it, so while another process uploads the same config a PUT may find
+/// the blob missing (`MANIFEST_BLOB_UNKNOWN`, `DIGEST_INVALID`). Then every blob is made
+/// present again where it is missing and the PUT is tried again, a bounded number of times.
+fn put_checked(
+    client: &Client,
+    target: &Target,
+    fin: &Finalized,
+    media_type: &str,
+    layers: &[(Digest, Vec<(String, String)>)],
+) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let err = match put(
             client,
             target,
             &fin.manifest_digest,
-            &result.media_type,
+            media_type,
             &fin.manifest_bytes,
-        )?;
+        ) {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if attempt >= PUT_ATTEMPTS || !is_missing_blob(&err) {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+        replace_missing(client, target, fin, layers)
+            .with_context(|| format!("{err:#}; making its blobs present again"))?;
+        attempt += 1;
     }
-    Ok(pushed)
+}
+
+/// Whether a manifest PUT was refused because a blob seemed missing.
+fn is_missing_blob(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<RegistryError>())
+        .any(|e| e.has_code("MANIFEST_BLOB_UNKNOWN") || e.has_code("DIGEST_INVALID"))
+}
+
+/// Mounts or uploads again, bypassing the run's record, each blob the target lacks now.
+fn replace_missing(
+    client: &Client,
+    target: &Target,
+    fin: &Finalized,
+    layers: &[(Digest, Vec<(String, String)>)],
+) -> Result<()> {
+    let (registry, repository) = (&target.registry, &target.repository);
+    if !client.blob_exists(registry, repository, &fin.config_digest)? {
+        client.upload_blob(registry, repository, &fin.config_digest, &fin.config_bytes)?;
+    }
+    for (digest, sources) in layers {
+        if client.blob_exists(registry, repository, digest)? {
+            continue;
+        }
+        for (_, from) in sources
+            .iter()
+            .filter(|(r, repo)| r == registry && repo != repository)
+        {
+            if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The image is already on the new base: nothing to write unless the target is another

@@ -7,7 +7,7 @@ pub mod credentials;
 pub mod secret;
 mod transport;
 
-pub use transport::{Options, Transport};
+pub use transport::{Options, RegistryError, Transport};
 
 use crate::digest::Digest;
 use crate::media;

@@ -689,13 +689,52 @@ fn explain(code: &str) -> Option<&'static str> {
     })
 }
 
+/// A registry's answer with an unexpected status: the status and the registry's error
+/// codes, so that callers decide on those, never on the message's text.
+#[derive(Debug)]
+pub struct RegistryError {
+    /// What was being done, e.g. "the registry refused the manifest".
+    pub doing: String,
+    pub status: u16,
+    pub status_text: String,
+    /// The registry's error codes (`MANIFEST_BLOB_UNKNOWN`, ...) with their messages.
+    pub errors: Vec<(String, String)>,
+}
+
+impl RegistryError {
+    /// Whether the registry gave this error code.
+    pub fn has_code(&self, code: &str) -> bool {
+        self.errors.iter().any(|(c, _)| c == code)
+    }
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: HTTP {} {}",
+            self.doing, self.status, self.status_text
+        )?;
+        for (i, (code, message)) in self.errors.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{code}: {message}")?;
+            if let Some(plain) = explain(code) {
+                write!(f, " ({plain})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
 /// An error for an unexpected status, with the registry's error codes in plain words.
 pub fn status_error(resp: ureq::Response, doing: &str) -> anyhow::Error {
     let status = resp.status();
-    let text = resp.status_text().to_string();
+    let status_text = resp.status_text().to_string();
     let mut body = String::new();
     let _ = resp.into_reader().take(64 * 1024).read_to_string(&mut body);
-    let mut details = Vec::new();
+    let mut errors = Vec::new();
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
         for e in v
             .get("errors")
@@ -705,18 +744,16 @@ pub fn status_error(resp: ureq::Response, doing: &str) -> anyhow::Error {
         {
             let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("UNKNOWN");
             let message = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-            let mut d = format!("{code}: {message}");
-            if let Some(plain) = explain(code) {
-                d.push_str(&format!(" ({plain})"));
-            }
-            details.push(d);
+            errors.push((code.to_string(), message.to_string()));
         }
     }
-    if details.is_empty() {
-        anyhow!("{doing}: HTTP {status} {text}")
-    } else {
-        anyhow!("{doing}: HTTP {status} {text}: {}", details.join("; "))
+    RegistryError {
+        doing: doing.to_string(),
+        status,
+        status_text,
+        errors,
     }
+    .into()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
