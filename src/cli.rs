@@ -112,6 +112,11 @@ pub struct PushArgs {
     /// Keep attestation entries of the index (they describe the old image) in the new index
     #[arg(long)]
     pub keep_attestations: bool,
+    /// Not an option: the image's manifest was fetched by this process moments ago, so
+    /// its own tag is known to hold it (the porcelain). A document from stdin may be
+    /// stale: put-manifest asks the registry what the tag holds now.
+    #[arg(skip)]
+    pub image_is_current: bool,
 }
 
 #[derive(Debug, Args)]

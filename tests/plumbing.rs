@@ -88,6 +88,8 @@ fn unknown_fields_in_the_document_survive_every_step() {
     let (reg, _w) = fixture();
     let doc = ok(&["fetch-manifest", &reg.r("app:1")], None);
     let doc = jq(r#".mine = {"a": 1} | .image.note = "x""#, &doc);
+    // jq itself rounds big numbers: this one is added as text.
+    let doc = doc.replacen('{', r#"{"big":123456789012345678901234567890,"f":1.50,"#, 1);
     let doc = pipeline_from(
         &doc,
         &[
@@ -102,6 +104,9 @@ fn unknown_fields_in_the_document_survive_every_step() {
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(doc["mine"]["a"], 1);
     assert_eq!(doc["image"]["note"], "x");
+    for kept in [r#""big":123456789012345678901234567890"#, r#""f":1.50"#] {
+        assert!(doc.to_string().contains(kept), "{kept}: {doc}");
+    }
     assert_eq!(doc["image_rebase"], 1);
     assert!(doc["pushed"]["uploaded"].as_array().unwrap().len() == 1);
     assert!(
@@ -314,5 +319,47 @@ fn a_manifest_or_config_over_4_mib_is_refused() {
     assert!(
         err.contains("more than the 4194304 bytes accepted"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_stale_document_does_not_overwrite_what_the_tag_holds_now() {
+    let (reg, work) = fixture();
+    let doc = up_to_splice(&reg);
+    // Meanwhile somebody pushes another image to the tag.
+    sh(
+        &reg,
+        work.path(),
+        "push_image layout base-v2 $REGISTRY/app:1",
+    );
+    let (_, theirs) = reg.manifest("app:1").unwrap();
+    let mark = reg.mark();
+    let out = run(&["put-manifest"], Some(doc.as_bytes()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("already holds") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        reg.manifest("app:1").unwrap().1,
+        theirs,
+        "the tag did not move"
+    );
+    for (method, uri, _) in reg.requests_since(mark) {
+        assert!(
+            method == "GET" || method == "HEAD",
+            "nothing written: {method} {uri}"
+        );
+    }
+    // --force overwrites it.
+    let out: Value =
+        serde_json::from_str(&ok(&["put-manifest", "--force"], Some(doc.as_bytes()))).unwrap();
+    let (_, now) = reg.manifest("app:1").unwrap();
+    assert_ne!(now, theirs);
+    assert_eq!(
+        out["pushed"]["digest"],
+        image_rebase::digest::Digest::of(&reg.manifest("app:1").unwrap().0).as_str()
     );
 }

@@ -366,7 +366,7 @@ fn push(
     pushed.dry_run = args.dry_run;
     let name = format!("{}/{}", target.registry, target.repository);
 
-    if check_target(client, doc, target, &fin.manifest_digest, args.force)? {
+    if check_target(client, doc, target, &fin.manifest_digest, args)? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -513,7 +513,7 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushArgs) -> Resul
         pushed.unchanged = true;
         return Ok(pushed);
     }
-    if check_target(client, doc, target, &image.digest, args.force)? {
+    if check_target(client, doc, target, &image.digest, args)? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -563,13 +563,14 @@ fn put(
 
 /// Looks at what the target holds now. True when it already holds `digest` (nothing to
 /// do). An error when the target tag holds an image that is neither the source image nor
-/// a rebase of it, unless `force`.
+/// a rebase of it, unless `--force`. The image's own tag is asked about too unless the
+/// image was fetched by this process (a document may be stale: the tag may have moved).
 fn check_target(
     client: &Client,
     doc: &Unit,
     target: &Target,
     digest: &Digest,
-    force: bool,
+    args: &PushArgs,
 ) -> Result<bool> {
     let r = target_ref(
         target,
@@ -580,12 +581,11 @@ fn check_target(
         },
     );
     let image = doc.require(Role::Image)?;
-    // The image's own tag holds the image: its digest is known from fetching it.
     let own_tag = target.tag.is_some()
         && target.tag == image.tag
         && target.registry == image.registry
         && target.repository == image.repository;
-    let current = if own_tag {
+    let current = if own_tag && args.image_is_current {
         Some(image.digest.clone())
     } else {
         client
@@ -598,7 +598,7 @@ fn check_target(
     if &current == digest {
         return Ok(true);
     }
-    if force || current == image.digest {
+    if args.force || current == image.digest {
         return Ok(false);
     }
     let pinned = target_ref(target, Some(&current));

@@ -116,7 +116,11 @@ pub fn rebase(client: &Client, spec: &Spec, err: &mut impl Write) -> Result<Docu
     split_history::step(&mut doc, &spec.split)?;
     splice::step(&mut doc)?;
     print_notes(err, &notes_of(&doc))?;
-    let notes = put_manifest::step(client, &mut doc, &spec.push)?;
+    let push = PushArgs {
+        image_is_current: true,
+        ..spec.push.clone()
+    };
+    let notes = put_manifest::step(client, &mut doc, &push)?;
     print_notes(err, &notes)?;
     Ok(doc)
 }
