@@ -5,7 +5,7 @@
 use crate::digest::Digest;
 use crate::json;
 use crate::platform::Platform;
-use crate::reference::Reference;
+use crate::reference::{Reference, check_registry, check_repository, check_tag};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -382,7 +382,64 @@ impl Document {
             .context("the input is not a valid image-rebase document")?;
         doc.keep_unknown(&value)
             .context("the input is not a valid image-rebase document")?;
+        doc.check_locations()?;
         Ok(doc)
+    }
+
+    /// Checks every registry, repository and tag the document names, as references on
+    /// the command line are checked: a document edited by hand is input like any other,
+    /// and request URLs are built from these parts.
+    fn check_locations(&self) -> Result<()> {
+        let check = |at: String, registry: &str, repository: &str, tag: Option<&String>| {
+            check_registry(registry)
+                .and_then(|()| check_repository(repository))
+                .and_then(|()| tag.map_or(Ok(()), |t| check_tag(t)))
+                .with_context(|| format!("the document's \"{at}\" section"))
+        };
+        if let Some(ix) = &self.index {
+            check(
+                "index".into(),
+                &ix.registry,
+                &ix.repository,
+                ix.tag.as_ref(),
+            )?;
+            if let Some(p) = &ix.pushed {
+                check(
+                    "index.pushed".into(),
+                    &p.registry,
+                    &p.repository,
+                    p.tag.as_ref(),
+                )?;
+            }
+        }
+        let units = std::iter::once((String::new(), &self.unit)).chain(
+            self.platforms
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("platforms[{i}]."), &p.unit)),
+        );
+        for (at, unit) in units {
+            for role in [Role::Image, Role::OldBase, Role::NewBase] {
+                if let Some(s) = unit.section(role) {
+                    let at = format!("{at}{}", role.key());
+                    check(at, &s.registry, &s.repository, s.tag.as_ref())?;
+                }
+            }
+            if let Some(r) = &unit.result {
+                let t = &r.target;
+                let at = format!("{at}result.target");
+                check(at, &t.registry, &t.repository, t.tag.as_ref())?;
+            }
+            if let Some(p) = &unit.pushed {
+                check(
+                    format!("{at}pushed"),
+                    &p.registry,
+                    &p.repository,
+                    p.tag.as_ref(),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Fills what `flatten` leaves out on input (see `json`): the units, and the unknown

@@ -103,7 +103,8 @@ fn parse(input: &str, default_registry: Option<&str>) -> Result<Reference> {
         }
         _ => (default_registry.unwrap_or(DOCKER_HUB).to_string(), rest),
     };
-    let registry = normalise_registry(&registry)?;
+    check_registry(&registry)?;
+    let registry = normalise_registry(&registry);
     let (repository, tag) = match remainder.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_string())),
         _ => (remainder, None),
@@ -112,9 +113,9 @@ fn parse(input: &str, default_registry: Option<&str>) -> Result<Reference> {
     if registry == DOCKER_HUB && !repository.contains('/') {
         repository = format!("library/{repository}");
     }
-    validate_repository(&repository)?;
+    check_repository(&repository)?;
     if let Some(t) = &tag {
-        validate_tag(t)?;
+        check_tag(t)?;
     }
     let tag = if tag.is_none() && digest.is_none() {
         Some("latest".to_string())
@@ -129,26 +130,33 @@ fn parse(input: &str, default_registry: Option<&str>) -> Result<Reference> {
     })
 }
 
-fn normalise_registry(registry: &str) -> Result<String> {
+/// Checks a registry host (`host`, `host:port`, `[v6]:port`): nothing that would change a
+/// URL's meaning.
+pub fn check_registry(registry: &str) -> Result<()> {
     if registry.is_empty() {
         bail!("empty registry host");
     }
     if registry
         .chars()
-        .any(|c| c.is_whitespace() || "/@?#\\".contains(c))
+        .any(|c| c.is_whitespace() || c.is_control() || "/@?#\\%".contains(c))
     {
         bail!("invalid registry host {registry:?}");
     }
     if registry.starts_with('[') && !registry.contains(']') {
         bail!("invalid registry host {registry:?}: unclosed '[' around an IPv6 address");
     }
-    Ok(match registry {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        other => other.to_string(),
-    })
+    Ok(())
 }
 
-fn validate_repository(repository: &str) -> Result<()> {
+fn normalise_registry(registry: &str) -> String {
+    match registry {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks a repository name: lowercase components of letters, digits and `._-` separators.
+pub fn check_repository(repository: &str) -> Result<()> {
     if repository.is_empty() {
         bail!("empty repository name");
     }
@@ -178,7 +186,8 @@ fn validate_repository(repository: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_tag(tag: &str) -> Result<()> {
+/// Checks a tag (`--tag`, a document's, a reference's).
+pub fn check_tag(tag: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
         && tag
@@ -192,11 +201,6 @@ fn validate_tag(tag: &str) -> Result<()> {
         bail!("invalid tag {tag:?}: up to 128 letters, digits, _ . -, not starting with . or -");
     }
     Ok(())
-}
-
-/// Checks a tag given on its own (e.g. `--tag`).
-pub fn check_tag(tag: &str) -> Result<()> {
-    validate_tag(tag)
 }
 
 #[cfg(test)]

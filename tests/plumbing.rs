@@ -363,3 +363,45 @@ fn a_stale_document_does_not_overwrite_what_the_tag_holds_now() {
         image_rebase::digest::Digest::of(&reg.manifest("app:1").unwrap().0).as_str()
     );
 }
+
+#[test]
+fn names_edited_into_a_document_are_checked_before_any_request() {
+    let (reg, _w) = fixture();
+    let doc = up_to_splice(&reg);
+    for (filter, dry_run, needle) in [
+        (r#".result.target.tag = "x/../rel""#, false, "invalid tag"),
+        (r#".result.target.tag = "a/b""#, true, "invalid tag"),
+        (
+            r#".result.target.repository = "app/../app2""#,
+            false,
+            "invalid repository name",
+        ),
+        (
+            r#".new_base.registry = "evil.example/x?""#,
+            false,
+            "invalid registry host",
+        ),
+        (r#".image.tag = "..""#, false, "invalid tag"),
+    ] {
+        let edited = jq(filter, &doc);
+        let mark = reg.mark();
+        let args: &[&str] = if dry_run {
+            &["put-manifest", "--dry-run"]
+        } else {
+            &["put-manifest"]
+        };
+        let out = run(args, Some(edited.as_bytes()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{filter}: {stderr}");
+        assert!(
+            stderr.contains(needle) && stderr.contains("the document's"),
+            "{filter}: {stderr}"
+        );
+        let requests = reg.requests_since(mark);
+        assert!(requests.is_empty(), "{filter}: no request: {requests:?}");
+    }
+    for tag in ["rel", "app2"] {
+        assert!(reg.manifest(&format!("app:{tag}")).is_none());
+    }
+    assert!(reg.manifest("app2:1").is_none());
+}

@@ -11,10 +11,21 @@ pub use transport::{Options, RegistryError, Transport};
 
 use crate::digest::Digest;
 use crate::media;
-use crate::reference::Reference;
+use crate::reference::{Reference, check_repository, check_tag};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// `/v2/<repository>/<kind>/<reference>` from checked parts, so that no name (from a
+/// document, a label, a server) changes what the URL means: no `..`, no `/` in a tag.
+/// `uploads/` is the one fixed reference.
+fn api_path(repository: &str, kind: &str, reference: &str) -> Result<String> {
+    check_repository(repository)?;
+    if reference != "uploads/" && reference.parse::<Digest>().is_err() {
+        check_tag(reference)?;
+    }
+    Ok(format!("/v2/{repository}/{kind}/{reference}"))
+}
 
 /// Largest manifest or config accepted.
 pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
@@ -138,7 +149,7 @@ impl Client {
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
-        let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
+        let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
         let resp = self.transport.send(
             &r.registry,
             "GET",
@@ -204,7 +215,7 @@ impl Client {
     /// HEADs a manifest: its digest, or `None` when the registry has no such manifest.
     /// A HEAD does not count as a pull on rate-limited registries.
     pub fn head_manifest(&self, r: &Reference) -> Result<Option<Digest>> {
-        let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
+        let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
         let resp = self.transport.send(
             &r.registry,
             "HEAD",
@@ -242,7 +253,7 @@ impl Client {
         let resp = self.transport.send(
             registry,
             "GET",
-            &format!("/v2/{repository}/blobs/{digest}"),
+            &api_path(repository, "blobs", digest.as_str())?,
             &[],
             None,
         )?;
@@ -264,7 +275,7 @@ impl Client {
         let resp = self.transport.send(
             registry,
             "HEAD",
-            &format!("/v2/{repository}/blobs/{digest}"),
+            &api_path(repository, "blobs", digest.as_str())?,
             &[],
             None,
         )?;
@@ -289,7 +300,11 @@ impl Client {
         digest: &Digest,
         from: &str,
     ) -> Result<Mount> {
-        let path = format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}");
+        check_repository(from)?;
+        let path = format!(
+            "{}?mount={digest}&from={from}",
+            api_path(repository, "blobs", "uploads/")?
+        );
         let resp = self.transport.send(
             registry,
             "POST",
@@ -333,7 +348,7 @@ impl Client {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<()> {
-        let start = format!("/v2/{repository}/blobs/uploads/");
+        let start = api_path(repository, "blobs", "uploads/")?;
         let resp = self.transport.send(
             registry,
             "POST",
@@ -390,7 +405,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest> {
-        let path = format!("/v2/{repository}/manifests/{reference}");
+        let path = api_path(repository, "manifests", reference)?;
         let resp = self.transport.send(
             registry,
             "PUT",
@@ -415,5 +430,36 @@ impl Client {
             bail!("the registry stored the manifest as {h} but its bytes hash to {ours}");
         }
         Ok(ours)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths_are_built_from_checked_parts_only() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            api_path("team/app", "blobs", d.as_str()).unwrap(),
+            format!("/v2/team/app/blobs/{d}")
+        );
+        assert_eq!(
+            api_path("app", "manifests", "1.0").unwrap(),
+            "/v2/app/manifests/1.0"
+        );
+        for (repo, reference) in [
+            ("app/../app2", "1"),
+            ("app", "x/../rel"),
+            ("app", ".."),
+            ("app", "a/b"),
+            ("app?x=1", "1"),
+            ("", "1"),
+        ] {
+            assert!(
+                api_path(repo, "manifests", reference).is_err(),
+                "{repo} {reference}"
+            );
+        }
     }
 }

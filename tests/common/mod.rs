@@ -134,7 +134,7 @@ impl Registry {
         let log = self.log();
         log[mark..]
             .lines()
-            .filter(|l| l.contains("msg=\"response completed"))
+            .filter(|l| l.contains("msg=\"response completed") && !l.contains("/v2/?sync-"))
             .map(|l| {
                 (
                     field(l, "http.request.method"),
