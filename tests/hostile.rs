@@ -672,6 +672,41 @@ fn a_connection_dropped_without_an_answer_is_retried() {
     }
 }
 
+#[test]
+fn a_connection_reset_in_the_middle_of_a_body_is_retried() {
+    // The first answer to the manifest GET and to the config GET breaks off half-way
+    // through its body; the second is whole.
+    let m = manifest();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_path = format!("/v2/app/blobs/{}", Digest::of(config));
+    let cut = |bytes: &[u8]| {
+        let len = bytes.len().to_string();
+        respond(
+            200,
+            &[("Content-Length", &len), ("Connection", "close")],
+            &bytes[..bytes.len() / 2],
+        )
+    };
+    let (m2, path) = (m.clone(), config_path.clone());
+    let server = Server::start(move |req, n| match req.route() {
+        ("GET", APP_1) if n == 1 => cut(&m2),
+        ("GET", APP_1) => manifest_ok(&m2),
+        ("GET", p) if p == path && n == 1 => cut(config),
+        ("GET", p) if p == path => respond(200, &[], config.as_slice()),
+        _ => fallback(req),
+    });
+    let run = image_rebase(&["-v", "fetch-manifest", &server.r("app:1")], None);
+    let doc = run.document();
+    assert_eq!(doc["image"]["digest"], Digest::of(&m).to_string());
+    assert_eq!(server.count("GET", APP_1), 2);
+    assert!(run.stderr.contains("broke while reading"), "{}", run.stderr);
+    let run = image_rebase(&["fetch-config"], Some(run.stdout.as_bytes()));
+    let doc = run.document();
+    assert_eq!(doc["image"]["config"]["architecture"], "amd64");
+    assert_eq!(server.count("GET", &config_path), 2);
+}
+
 /// A registry that answers the manifest GET only after 3 s, every time, to a binary run
 /// with `--timeout 1`; with `fresh`, the ping's answer closes its connection, so that the
 /// manifest GET does not reuse it.

@@ -149,6 +149,11 @@ impl Client {
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
+        self.transport
+            .retry_cut_body(|| self.fetch_manifest_once(r))
+    }
+
+    fn fetch_manifest_once(&self, r: &Reference) -> Result<Fetched> {
         let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
         let resp = self.transport.send(
             &r.registry,
@@ -244,6 +249,17 @@ impl Client {
 
     /// GETs a blob of at most `limit` bytes and checks it against its digest.
     pub fn fetch_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        self.transport
+            .retry_cut_body(|| self.fetch_blob_once(registry, repository, digest, limit))
+    }
+
+    fn fetch_blob_once(
         &self,
         registry: &str,
         repository: &str,

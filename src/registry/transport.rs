@@ -493,6 +493,29 @@ impl Transport {
         unreachable!("the loop returns")
     }
 
+    /// Runs `get` (a GET and the reading of its body) again when the body broke off, as a
+    /// connection error before the answer is: a bounded number of times, waiting longer
+    /// each time.
+    pub fn retry_cut_body<T>(&self, mut get: impl FnMut() -> Result<T>) -> Result<T> {
+        for attempt in 1.. {
+            match get() {
+                Err(e) if attempt < MAX_ATTEMPTS && e.is::<CutBody>() => {
+                    let delay = Duration::from_millis(250 << (attempt - 1));
+                    if self.options.verbose {
+                        eprintln!(
+                            "image-rebase: {e}; retry {attempt} of {} in {:.2}s",
+                            MAX_ATTEMPTS - 1,
+                            delay.as_secs_f64()
+                        );
+                    }
+                    std::thread::sleep(delay);
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// Whether the current token for `registry` grants `action` on `repository`
     /// (`None` when unknown: no token, or one whose claims cannot be read).
     pub fn grants(&self, registry: &str, repository: &str, action: &str) -> Option<bool> {
@@ -604,6 +627,25 @@ fn transport_message(t: &ureq::Transport) -> String {
     msg
 }
 
+/// A response whose body broke off: the connection failed in the middle of it.
+#[derive(Debug)]
+pub struct CutBody {
+    url: String,
+    msg: String,
+}
+
+impl std::fmt::Display for CutBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the connection broke while reading the answer to GET {}: {}",
+            self.url, self.msg
+        )
+    }
+}
+
+impl std::error::Error for CutBody {}
+
 /// The Retry-After header as a delay (seconds form; an HTTP date counts as absent).
 fn retry_after(resp: &ureq::Response) -> Option<Duration> {
     resp.header("Retry-After")?
@@ -665,7 +707,14 @@ pub fn read_limited(resp: ureq::Response, limit: u64, what: &str) -> Result<Vec<
         bail!("the {what} is {len} bytes, more than the {limit} bytes accepted");
     }
     let mut bytes = Vec::new();
-    resp.into_reader().take(limit + 1).read_to_end(&mut bytes)?;
+    let url = resp.get_url().to_string();
+    resp.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CutBody {
+            url,
+            msg: e.to_string(),
+        })?;
     if bytes.len() as u64 > limit {
         bail!("the {what} is more than the {limit} bytes accepted");
     }
