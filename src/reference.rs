@@ -21,7 +21,8 @@ impl Reference {
     /// Parses `input`; a name without a registry host gets `default_registry`
     /// (Docker Hub when `None`).
     pub fn parse_with_default(input: &str, default_registry: Option<&str>) -> Result<Reference> {
-        parse(input, default_registry).with_context(|| format!("invalid image reference {input:?}"))
+        parse(input, default_registry)
+            .with_context(|| format!("invalid image reference {:?}", redact(input)))
     }
 
     pub fn parse(input: &str) -> Result<Reference> {
@@ -80,9 +81,51 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Splits `user:password@` (credentials, as in a URL) off a reference: what precedes the
+/// last `@` that is not the digest's.
+fn split_credentials(input: &str) -> Option<(&str, &str)> {
+    let (before, after) = input.rsplit_once('@')?;
+    if looks_like_digest(after) {
+        before.rsplit_once('@')
+    } else {
+        Some((before, after))
+    }
+}
+
+/// `algorithm:encoded` as the OCI digest grammar has it, with a known algorithm or an
+/// encoded part long enough for a real hash (so `host:5000/app` or `ubuntu:latest` is not
+/// one, and a short `sha256:abc` is a bad digest rather than credentials).
+fn looks_like_digest(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(algorithm, encoded)| {
+        ["sha256", "sha384", "sha512"].contains(&algorithm)
+            || !algorithm.is_empty()
+                && algorithm
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+                && encoded.len() >= 32
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+    })
+}
+
+/// The input with any credentials in it replaced, for messages and output.
+pub fn redact(input: &str) -> String {
+    match split_credentials(input) {
+        Some((_, rest)) => format!("<credentials>@{rest}"),
+        None => input.to_string(),
+    }
+}
+
 fn parse(input: &str, default_registry: Option<&str>) -> Result<Reference> {
     if input.is_empty() {
         bail!("empty reference");
+    }
+    if split_credentials(input).is_some() {
+        bail!(
+            "a reference cannot carry credentials (user:password@): give --username with \
+             --password-stdin (or IMAGE_REBASE_PASSWORD), or log in with docker login"
+        );
     }
     if input.contains("://") {
         bail!("a reference has no scheme: write host/repository:tag, not a URL");
@@ -208,6 +251,28 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn credentials_in_a_reference_are_refused_and_never_echoed() {
+        for input in [
+            "user:s3cret@127.0.0.1:5000/app:1",
+            "user:s3cret@ubuntu",
+            "user:s3cret@ubuntu:latest",
+            "user:s3/cret@host/app",
+            &format!("user:p@s3cret@127.0.0.1:5000/app@{D}"),
+        ] {
+            let err = format!("{:#}", Reference::parse(input).unwrap_err());
+            assert!(err.contains("cannot carry credentials"), "{input}: {err}");
+            assert!(!err.contains("s3cret"), "{input}: {err}");
+            assert!(!redact(input).contains("s3cret"), "{input}");
+        }
+        let pinned = format!("127.0.0.1:5000/app@{D}");
+        assert_eq!(redact(&pinned), pinned);
+        assert!(Reference::parse(&pinned).is_ok());
+        assert_eq!(redact("app:1"), "app:1");
+        let short = format!("{:#}", Reference::parse("app@sha256:abc").unwrap_err());
+        assert!(short.contains("invalid digest"), "{short}");
+    }
 
     #[test]
     fn normalises_like_docker() {

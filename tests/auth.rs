@@ -688,3 +688,45 @@ fn https_with_a_test_ca() {
         stderr(&out)
     );
 }
+
+#[test]
+fn credentials_in_a_reference_are_refused_and_never_printed() {
+    let image = format!("alice:{ALICE_PW}@127.0.0.1:5000/app:1");
+    let out = run(&["rebase", &image, "--layers", "1"], None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("image-rebase: error: ") && err.contains("cannot carry credentials"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--password-stdin"),
+        "says how to pass them: {err}"
+    );
+    // In fleet mode too, plain and JSON Lines entries alike.
+    let list = format!(
+        "{image}\n{}\n",
+        serde_json::json!({ "image": image, "tag": "x" })
+    );
+    let out = run(
+        &["rebase", "--from-file", "-", "--layers", "1"],
+        Some(list.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for line in stdout.lines() {
+        assert!(line.contains("cannot carry credentials"), "{line}");
+        assert!(
+            line.contains("<credentials>@127.0.0.1:5000/app:1"),
+            "{line}"
+        );
+    }
+    for s in secrets() {
+        assert!(
+            !stdout.contains(&s) && !stderr(&out).contains(&s),
+            "{s} printed"
+        );
+    }
+    assert!(!err.contains(ALICE_PW));
+}

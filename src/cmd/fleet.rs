@@ -145,6 +145,23 @@ fn spec_of(g: &Global, args: &RebaseArgs, line: &str) -> Result<(String, Spec)> 
     Ok((entry.image, spec))
 }
 
+/// How a list line that could not be read is named in its output line: its image, with
+/// any credentials in it replaced.
+fn shown(line: &str) -> String {
+    let image = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| {
+            ["image", "reference"]
+                .iter()
+                .find_map(|k| v.get(k)?.as_str().map(str::to_string))
+        });
+    match image {
+        Some(image) => crate::reference::redact(&image),
+        None if line.starts_with('{') => "(not a valid list entry)".to_string(),
+        None => crate::reference::redact(line),
+    }
+}
+
 fn outcome_of(
     line: usize,
     image: String,
@@ -268,7 +285,7 @@ pub fn run(
                                 }),
                             )
                         }
-                        Err(e) => (text.to_string(), Err(e)),
+                        Err(e) => (shown(text), Err(e)),
                     };
                     let notes = String::from_utf8_lossy(&notes)
                         .lines()
