@@ -34,7 +34,13 @@ pub struct Global {
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// Seconds to wait for a connection or a response before giving up on a request
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        allow_negative_numbers = true
+    )]
     pub timeout: u64,
     /// User name for the registries named on the command line (password from --password-stdin or
     /// IMAGE_REBASE_PASSWORD); otherwise credentials come from docker's and podman's files

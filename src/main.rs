@@ -1,10 +1,13 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use image_rebase::cli::Cli;
-use image_rebase::error::{EXIT_OK, exit_status};
+use image_rebase::error::{EXIT_ERROR, EXIT_OK, exit_status};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     match image_rebase::cmd::run(cli, &mut out, &mut err) {
@@ -15,6 +18,40 @@ fn main() -> ExitCode {
             ExitCode::from(exit_status(&err))
         }
     }
+}
+
+/// A command line that does not parse: one error line as every other error has, and where
+/// to read about the command (its usage, as clap prints it, is the help's first line).
+/// Help and version requests are not errors.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    eprintln!(
+        "image-rebase: error: {}",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
+    // The subcommand named on the command line, if any, has the help to read.
+    let command = Cli::command();
+    let sub = std::env::args().skip(1).find(|a| {
+        command
+            .get_subcommands()
+            .any(|c| c.get_name() == a.as_str())
+    });
+    let help = match sub {
+        Some(sub) => format!("image-rebase {sub} --help"),
+        None => "image-rebase --help".to_string(),
+    };
+    eprintln!("image-rebase: see '{help}'");
+    ExitCode::from(EXIT_ERROR)
 }
 
 /// A reader downstream that went away is not our error.

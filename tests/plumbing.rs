@@ -405,3 +405,42 @@ fn names_edited_into_a_document_are_checked_before_any_request() {
     }
     assert!(reg.manifest("app2:1").is_none());
 }
+
+#[test]
+fn usage_errors_are_one_error_line_and_a_hint() {
+    for (args, needle, hint) in [
+        (
+            &["frobnicate"][..],
+            "unrecognized subcommand 'frobnicate'",
+            "image-rebase --help",
+        ),
+        (
+            &["--timeout", "-1", "fetch-config"][..],
+            "invalid value '-1' for '--timeout <SECONDS>'",
+            "image-rebase fetch-config --help",
+        ),
+        (
+            &["rebase", "--bogus", "x"][..],
+            "unexpected argument '--bogus'",
+            "image-rebase rebase --help",
+        ),
+    ] {
+        let out = run(args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("image-rebase: error: ") && lines[0].contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(lines[1], format!("image-rebase: see '{hint}'"));
+        assert!(out.stdout.is_empty());
+    }
+    // Help and version are not errors.
+    for args in [&["--help"][..], &["rebase", "--help"], &["--version"]] {
+        let out = run(args, None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
