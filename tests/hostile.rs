@@ -1073,6 +1073,43 @@ fn an_upload_start_answered_503_is_not_retried_but_a_manifest_put_is() {
     );
 }
 
+/// A registry that takes every blob and closes the connection on every manifest PUT.
+fn closes_on_manifest_put() -> Server {
+    let f = push_fixture("127.0.0.1:0");
+    let (layer, config) = (f.layer.to_string(), f.config.to_string());
+    Server::start(move |req, _| {
+        let blob = req.target.strip_prefix("/v2/app/blobs/");
+        match (req.method.as_str(), blob) {
+            ("POST", Some(m)) if m.starts_with(&format!("uploads/?mount={layer}")) => {
+                respond(201, &[], "")
+            }
+            ("POST", Some("uploads/")) => respond(
+                202,
+                &[("Location", "/v2/app/blobs/uploads/u1?_state=s")],
+                "",
+            ),
+            ("PUT", Some(u)) if u.ends_with(&config) => {
+                respond(201, &[("Docker-Content-Digest", &config)], "")
+            }
+            ("PUT", None) => Action::Close,
+            _ => fallback(req),
+        }
+    })
+}
+
+#[test]
+fn a_connection_closed_without_an_answer_is_said_once_in_plain_words() {
+    let server = closes_on_manifest_put();
+    let f = push_fixture(&server.addr);
+    let run = image_rebase(&["put-manifest"], Some(&f.doc));
+    run.assert_error(&[
+        &format!("putting manifest {}", server.r("app:rebased")),
+        "the connection broke before the registry answered (Unexpected EOF)",
+    ]);
+    assert!(!run.stderr.contains("Network Error"), "{}", run.stderr);
+    assert_eq!(server.count("PUT", "/v2/app/manifests/rebased"), 4);
+}
+
 #[test]
 fn credentials_never_follow_a_location_to_another_host() {
     // The upload's Location points at another server: the password must not go there.

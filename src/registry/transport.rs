@@ -616,15 +616,43 @@ fn retryable(t: &ureq::Transport) -> bool {
     )
 }
 
+/// What went wrong with a request that got no answer, said once in plain words, with the
+/// innermost cause (an OS error, a TLS alert) for detail.
 fn transport_message(t: &ureq::Transport) -> String {
-    let mut msg = t.kind().to_string();
-    if let Some(m) = t.message() {
-        msg.push_str(&format!(": {m}"));
+    use std::error::Error as _;
+    let mut cause: Option<&dyn std::error::Error> = t.source();
+    let mut io_kind = None;
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind = io_kind.or(Some(io.kind()));
+        }
+        match e.source() {
+            Some(next) => cause = Some(next),
+            None => break,
+        }
     }
-    if let Some(source) = std::error::Error::source(t) {
-        msg.push_str(&format!(": {source}"));
+    use std::io::ErrorKind as Io;
+    let plain = match (t.kind(), io_kind) {
+        (ureq::ErrorKind::Dns, _) => "the host name could not be resolved",
+        (ureq::ErrorKind::ConnectionFailed, _) => "could not connect",
+        (ureq::ErrorKind::Io, Some(Io::TimedOut | Io::WouldBlock)) => "timed out",
+        (ureq::ErrorKind::Io, _) => "the connection broke before the registry answered",
+        (ureq::ErrorKind::BadStatus | ureq::ErrorKind::BadHeader, _) => {
+            "the answer is not valid HTTP"
+        }
+        (kind, _) => {
+            return t
+                .message()
+                .map_or(kind.to_string(), |m| format!("{kind}: {m}"));
+        }
+    };
+    let detail = cause
+        .map(|e| e.to_string())
+        .or_else(|| t.message().map(str::to_string));
+    match detail {
+        Some(d) if !d.is_empty() && d != plain => format!("{plain} ({d})"),
+        _ => plain.to_string(),
     }
-    msg
 }
 
 /// A response whose body broke off: the connection failed in the middle of it.
