@@ -3,11 +3,12 @@
 # (v1), a patched base (v2) and an application built on v1, rebases the application onto
 # v2 (porcelain, plumbing pipeline, and a Docker schema 2 copy), and checks the result with
 # independent tools (skopeo, umoci). Exits non-zero if any check fails.
-# Needs what scripts/install-deps.sh installs.
+# Installs what it needs first (scripts/install-deps.sh), as scripts/test.sh does.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+scripts/install-deps.sh
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 

@@ -463,3 +463,33 @@ fn two_processes_rebase_tags_of_one_image_at_once() {
         assert_all_rebased(&s, ob, s.tags.len() / 2);
     }
 }
+
+#[test]
+fn a_list_over_the_size_limit_is_refused_before_it_is_read() {
+    let work = TempDir::new("big-list");
+    let list = work.path().join("list");
+    // 300 MiB of nothing: a sparse file, over the 256 MiB limit.
+    std::fs::File::create(&list)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_image-rebase");
+    // Under a 160 MiB address-space limit, reading the list whole would fail.
+    for redirect in ["--from-file \"$1\"", "--from-file - < \"$1\""] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 163840; exec \"$0\" rebase {redirect} --new-base 127.0.0.1:1/base:v2"
+            ))
+            .arg(bin)
+            .arg(&list)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{redirect}: {stderr}");
+        assert!(
+            stderr.contains("the list is larger than 268435456 bytes"),
+            "{redirect}: {stderr}"
+        );
+    }
+}

@@ -76,27 +76,47 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 }
 
 fn read_list(path: &str) -> Result<String> {
+    let too_large = || {
+        anyhow::anyhow!(
+            "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
+             and run the parts one after another"
+        )
+    };
     let mut text = String::new();
     if path == "-" {
-        if std::io::stdin().is_terminal() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
             bail!("--from-file - reads the list on stdin, and stdin is a terminal");
         }
-        std::io::stdin()
+        // A file redirected to stdin has a size to refuse by before reading; a pipe does not.
+        if size_of_file(&stdin).is_some_and(|n| n > MAX_LIST_BYTES) {
+            return Err(too_large());
+        }
+        stdin
             .lock()
             .take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
             .context("reading the list from stdin")?;
     } else {
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_LIST_BYTES + 1).read_to_string(&mut text))
+        let file = std::fs::File::open(path).with_context(|| format!("reading the list {path}"))?;
+        if size_of_file(&file).is_some_and(|n| n > MAX_LIST_BYTES) {
+            return Err(too_large());
+        }
+        file.take(MAX_LIST_BYTES + 1)
+            .read_to_string(&mut text)
             .with_context(|| format!("reading the list {path}"))?;
     }
     if text.len() as u64 > MAX_LIST_BYTES {
-        bail!(
-            "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with --shard or split(1)"
-        );
+        return Err(too_large());
     }
     Ok(text)
+}
+
+/// The size of a regular file open as `f` (None for a pipe or a terminal).
+fn size_of_file(f: &impl std::os::fd::AsFd) -> Option<u64> {
+    let file = std::fs::File::from(f.as_fd().try_clone_to_owned().ok()?);
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some(meta.len())
 }
 
 /// The spec of one list line: the command line's options, overridden by the entry's.
