@@ -213,6 +213,16 @@ mod tests {
             ),
             ("WORKDIR /srv", Fields(vec!["WorkingDir"])),
             ("/bin/sh -c #(nop) USER app", Fields(vec!["User"])),
+            ("STOPSIGNAL SIGTERM", Fields(vec!["StopSignal"])),
+            (
+                "/bin/sh -c #(nop)  HEALTHCHECK &{[\"CMD\" \"true\"] 0s 0s 0s 0}",
+                Fields(vec!["Healthcheck"]),
+            ),
+            ("SHELL [\"/bin/bash\", \"-c\"]", Fields(vec!["Shell"])),
+            (
+                "/bin/sh -c #(nop)  ONBUILD RUN make",
+                Fields(vec!["OnBuild"]),
+            ),
             ("RUN /bin/sh -c make # buildkit", NoConfig),
             ("/bin/sh -c apt-get update", NoConfig),
             ("|1 X=y /bin/sh -c make", NoConfig),

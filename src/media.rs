@@ -59,13 +59,6 @@ impl Family {
         }
     }
 
-    pub fn manifest_type(self) -> &'static str {
-        match self {
-            Family::Docker => DOCKER_MANIFEST,
-            Family::Oci => OCI_MANIFEST,
-        }
-    }
-
     pub fn config_type(self) -> &'static str {
         match self {
             Family::Docker => DOCKER_CONFIG,
@@ -147,6 +140,13 @@ mod tests {
                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
                 Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
             ),
+            // A type of neither family: OCI allows any layer type, Docker does not.
+            (
+                Family::Oci,
+                "application/x-example.layer",
+                Some("application/x-example.layer"),
+            ),
+            (Family::Docker, "application/x-example.layer", None),
         ];
         for (family, input, want) in cases {
             let got = family.layer_type(input).ok();

@@ -180,5 +180,12 @@ mod tests {
         assert!(!is_attestation(
             &json!({"platform": {"os": "linux", "architecture": "amd64"}})
         ));
+        // Both parts unknown, not either.
+        assert!(!is_attestation(
+            &json!({"platform": {"os": "unknown", "architecture": "amd64"}})
+        ));
+        assert!(!is_attestation(
+            &json!({"platform": {"os": "linux", "architecture": "unknown"}})
+        ));
     }
 }

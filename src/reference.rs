@@ -42,16 +42,6 @@ impl Reference {
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
-
-    /// `registry/repository@digest`.
-    pub fn with_digest(&self, digest: &Digest) -> String {
-        format!("{}@{}", self.name(), digest)
-    }
-
-    /// Whether the registry is on this machine's loopback (plain HTTP is fine there).
-    pub fn is_loopback(&self) -> bool {
-        is_loopback_host(&self.registry)
-    }
 }
 
 /// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
@@ -251,6 +241,26 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn registry_hosts_with_url_characters_are_refused() {
+        for bad in [
+            "a b", "a\\b", "a?b", "a#b", "a@b", "a/b", "a%2fb", "[::1", "", "a\tb",
+        ] {
+            assert!(check_registry(bad).is_err(), "{bad:?}");
+        }
+        for good in ["docker.io", "127.0.0.1:5000", "[::1]:5000", "localhost"] {
+            check_registry(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn repository_names_up_to_255_characters() {
+        let name = |n: usize| format!("reg.example/{}", "a".repeat(n));
+        assert!(Reference::parse(&name(255)).is_ok());
+        let err = format!("{:#}", Reference::parse(&name(256)).unwrap_err());
+        assert!(err.contains("longer than 255"), "{err}");
+    }
 
     #[test]
     fn credentials_in_a_reference_are_refused_and_never_echoed() {
