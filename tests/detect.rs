@@ -401,6 +401,40 @@ fn an_unrelated_tag_is_not_overwritten_without_force() {
 }
 
 #[test]
+fn a_tag_holding_a_rebuild_is_not_a_rebase_of_the_image() {
+    // The same Dockerfile built again with other files: the same history, other layers.
+    let (reg, _w) = fixture(
+        "build_image layout app --from base-v1 app; push_image layout app $REGISTRY/app:1
+        echo b > app/app/a
+        build_image layout rebuilt --from base-v2 app; push_image layout rebuilt $REGISTRY/app:rebuilt",
+    );
+    let last = |r: &str| reg.config(r)["history"].as_array().unwrap().last().cloned();
+    assert_eq!(
+        last("app:1"),
+        last("app:rebuilt"),
+        "the same history on top"
+    );
+    let before = reg.manifest("app:rebuilt").unwrap().0;
+    let out = run(
+        &[
+            "rebase",
+            &reg.r("app:1"),
+            "--old-base",
+            &reg.r("base:v1"),
+            "--new-base",
+            &reg.r("base:v2"),
+            "-t",
+            "rebuilt",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("neither") && err.contains("--force"), "{err}");
+    assert_eq!(reg.manifest("app:rebuilt").unwrap().0, before);
+}
+
+#[test]
 fn default_registry_and_non_direct_bases() {
     let (reg, _w) = fixture(
         "mkdir -p mid/opt; echo m > mid/opt/m

@@ -519,3 +519,74 @@ fn pipeline_from(input: &str, steps: &[&[&str]]) -> String {
     }
     doc
 }
+
+#[test]
+fn index_targets_follow_the_tag_rules() {
+    let reg = Registry::start();
+    let work = TempDir::new("mp-tags");
+    build(&reg, work.path());
+    sh(
+        &reg,
+        work.path(),
+        &format!(
+            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app {}
+            push_index layout base1 $REGISTRY/library/base:v1
+            push_index layout base2 $REGISTRY/library/base:v2
+            push_index layout app $REGISTRY/team/app:1
+            push_index layout base2 $REGISTRY/team/app:other",
+            index_spec("base1", &ARCHES),
+            index_spec("base2", &ARCHES),
+            index_spec("app", &ARCHES)
+        ),
+    );
+    // A tag holding an unrelated index is not overwritten without --force.
+    let other = reg.manifest("team/app:other").unwrap().0;
+    let out = rebase(&reg, "team/app:1", &["-t", "other"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("already holds") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(reg.manifest("team/app:other").unwrap().0, other);
+    let out = rebase(&reg, "team/app:1", &["-t", "other", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(reg.manifest("team/app:other").unwrap().0, other);
+
+    // A tag holding a partial rebase of the image (one platform rebased) is replaced.
+    let out = rebase(
+        &reg,
+        "team/app:1",
+        &["-t", "moving", "--platform", "linux/amd64"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = reg.manifest("team/app:moving").unwrap().0;
+    let out = rebase(&reg, "team/app:1", &["-t", "moving"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = reg.manifest("team/app:moving").unwrap().0;
+    assert_ne!(full, partial);
+    assert_eq!(
+        full,
+        reg.manifest("team/app:other").unwrap().0,
+        "same result"
+    );
+
+    // An index already on the new base, given another tag, is written under that tag.
+    let out = run(&["rebase", &reg.r("team/app:moving"), "-t", "newtag"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("already on"), "{err}");
+    assert_eq!(reg.manifest("team/app:newtag").unwrap().0, full);
+}
