@@ -64,6 +64,8 @@ enum Action {
     Respond(u16, Vec<(String, String)>, Vec<u8>),
     /// Close the connection without answering.
     Close,
+    /// Write these bytes (not necessarily HTTP), then close the connection.
+    Raw(Vec<u8>),
     /// Sleep, then do the action.
     Sleep(Duration, Box<Action>),
     /// Send a 200 with these headers, then `total` filler bytes (spaces), counting what
@@ -318,6 +320,10 @@ fn perform(shared: &Shared, stream: &mut TcpStream, req: &Req, action: Action) -
             write_patiently(shared, stream, &out) == out.len() && !close
         }
         Action::Close => false,
+        Action::Raw(bytes) => {
+            write_patiently(shared, stream, &bytes);
+            false
+        }
         Action::Sleep(duration, then) => {
             let until = Instant::now() + duration;
             while Instant::now() < until {
@@ -705,6 +711,22 @@ fn a_connection_reset_in_the_middle_of_a_body_is_retried() {
     let doc = run.document();
     assert_eq!(doc["image"]["config"]["architecture"], "amd64");
     assert_eq!(server.count("GET", &config_path), 2);
+}
+
+#[test]
+fn an_answer_that_is_not_http_is_not_retried() {
+    let server = Server::start(|req, _| match req.route() {
+        ("GET", APP_1) => Action::Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()),
+        _ => fallback(req),
+    });
+    let run = image_rebase(&["-v", "fetch-manifest", &server.r("app:1")], None);
+    run.assert_error(&["the answer is not valid HTTP"]);
+    assert_eq!(
+        server.count("GET", APP_1),
+        1,
+        "a broken answer is not retried"
+    );
+    assert!(!run.stderr.contains("retry"), "{}", run.stderr);
 }
 
 /// A registry that answers the manifest GET only after 3 s, every time, to a binary run

@@ -340,14 +340,7 @@ impl Transport {
                 if let Some(t) = st.token.as_ref().filter(|t| t.fresh()) {
                     requested.extend(t.requested.iter().cloned());
                 }
-                let mut requested = auth::merge_scopes(&requested);
-                // Bounded, keeping what this request and the current operation need.
-                if requested.len() > MAX_SCOPES {
-                    let mut kept = auth::merge_scopes(scopes);
-                    kept.extend(requested.into_iter().filter(|r| !scopes.contains(r)));
-                    requested = auth::merge_scopes(&kept);
-                    requested.truncate(MAX_SCOPES.max(scopes.len()));
-                }
+                let requested = bound_scopes(auth::merge_scopes(&requested), scopes);
                 let plain_loopback = st.base.starts_with("http://") && is_loopback_host(registry);
                 auth::check_realm(&realm, plain_loopback)?;
                 let token = self
@@ -470,11 +463,7 @@ impl Transport {
                 _ => return result,
             };
             let delay = retry_after.unwrap_or_else(|| Duration::from_millis(250 << (attempt - 1)));
-            if !idempotent
-                || attempt >= MAX_ATTEMPTS
-                || delay > MAX_ONE_WAIT
-                || waited + delay > MAX_RETRY_WAIT
-            {
+            if !idempotent || !may_retry(attempt, delay, waited) {
                 return result;
             }
             if self.options.verbose {
@@ -590,6 +579,25 @@ impl Transport {
         };
         base.context(hint)
     }
+}
+
+/// At most MAX_SCOPES scopes for one token request: the ones `needed` by this request
+/// first, then the rest of `requested` (the current operation's, newest first).
+fn bound_scopes(requested: Vec<String>, needed: &[String]) -> Vec<String> {
+    if requested.len() <= MAX_SCOPES {
+        return requested;
+    }
+    let mut kept = auth::merge_scopes(needed);
+    kept.extend(requested.into_iter().filter(|r| !needed.contains(r)));
+    let mut kept = auth::merge_scopes(&kept);
+    kept.truncate(MAX_SCOPES.max(needed.len()));
+    kept
+}
+
+/// Whether attempt number `attempt` (from 1), having waited `waited` already, may be
+/// followed by another after `delay`.
+fn may_retry(attempt: u32, delay: Duration, waited: Duration) -> bool {
+    attempt < MAX_ATTEMPTS && delay <= MAX_ONE_WAIT && waited + delay <= MAX_RETRY_WAIT
 }
 
 /// A request that got no HTTP response.
@@ -924,6 +932,37 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_bounded_in_count_and_time() {
+        let s = Duration::from_secs;
+        assert!(may_retry(1, s(1), s(0)));
+        assert!(may_retry(3, s(1), s(0)));
+        assert!(!may_retry(4, s(1), s(0)), "4 attempts at most");
+        assert!(
+            may_retry(1, s(30), s(0)),
+            "a wait of exactly 30 s is waited"
+        );
+        assert!(!may_retry(1, s(31), s(0)));
+        assert!(may_retry(2, s(30), s(30)), "60 s in all");
+        assert!(!may_retry(2, s(30), s(31)));
+    }
+
+    #[test]
+    fn token_requests_keep_at_most_16_scopes_those_needed_first() {
+        let scope = |i: usize| format!("repository:r{i}:pull");
+        let few: Vec<String> = (0..16).map(scope).collect();
+        assert_eq!(bound_scopes(few.clone(), &[scope(3)]), few);
+        let many: Vec<String> = (0..20).map(scope).collect();
+        let needed = [scope(19)];
+        let kept = bound_scopes(many.clone(), &needed);
+        assert_eq!(kept.len(), 16);
+        assert_eq!(kept[0], scope(19), "what this request needs comes first");
+        assert_eq!(kept[1..], many[..15]);
+        // More needed than the bound: all of them are kept.
+        let needed: Vec<String> = (0..18).map(scope).collect();
+        assert_eq!(bound_scopes(many, &needed), needed);
+    }
 
     #[test]
     fn scopes_from_urls() {
