@@ -316,9 +316,105 @@ pub fn check_realm(realm: &str, registry_is_plain_loopback: bool) -> Result<()> 
     bail!("the registry named an unusable token service {realm:?}")
 }
 
+/// Most repository scopes asked for in one token.
+pub const MAX_SCOPES: usize = 16;
+
+/// At most MAX_SCOPES scopes for one token request: the ones `needed` by this request
+/// first, then the rest of `requested` (the current operation's, newest first).
+pub fn bound_scopes(requested: Vec<String>, needed: &[String]) -> Vec<String> {
+    if requested.len() <= MAX_SCOPES {
+        return requested;
+    }
+    let mut kept = merge_scopes(needed);
+    kept.extend(requested.into_iter().filter(|r| !needed.contains(r)));
+    let mut kept = merge_scopes(&kept);
+    kept.truncate(MAX_SCOPES.max(needed.len()));
+    kept
+}
+
+/// The scopes a request needs: pull for reads, pull,push for writes, and pull on the
+/// source of a mount.
+pub fn scopes_for(method: &str, url: &str) -> Vec<String> {
+    let path_and_query = url
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((&path_and_query, ""));
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return vec![];
+    };
+    let cut = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.rfind(m))
+        .max();
+    let Some(cut) = cut else { return vec![] };
+    let name = &rest[..cut];
+    let actions = if matches!(method, "GET" | "HEAD") {
+        "pull"
+    } else {
+        "pull,push"
+    };
+    let mut scopes = vec![format!("repository:{name}:{actions}")];
+    for pair in query.split('&') {
+        if let Some(from) = pair.strip_prefix("from=") {
+            scopes.push(format!("repository:{from}:pull"));
+        }
+    }
+    scopes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_requests_keep_at_most_16_scopes_those_needed_first() {
+        let scope = |i: usize| format!("repository:r{i}:pull");
+        let few: Vec<String> = (0..16).map(scope).collect();
+        assert_eq!(bound_scopes(few.clone(), &[scope(3)]), few);
+        let many: Vec<String> = (0..20).map(scope).collect();
+        let needed = [scope(19)];
+        let kept = bound_scopes(many.clone(), &needed);
+        assert_eq!(kept.len(), 16);
+        assert_eq!(kept[0], scope(19), "what this request needs comes first");
+        assert_eq!(kept[1..], many[..15]);
+        // More needed than the bound: all of them are kept.
+        let needed: Vec<String> = (0..18).map(scope).collect();
+        assert_eq!(bound_scopes(many, &needed), needed);
+    }
+
+    #[test]
+    fn scopes_from_urls() {
+        assert_eq!(
+            scopes_for("GET", "http://r:5000/v2/team/app/manifests/1"),
+            ["repository:team/app:pull"]
+        );
+        assert_eq!(
+            scopes_for("HEAD", "https://r/v2/a/blobs/b/blobs/sha256:x"),
+            ["repository:a/blobs/b:pull"]
+        );
+        assert_eq!(
+            scopes_for(
+                "POST",
+                "http://r/v2/team/app/blobs/uploads/?mount=sha256:x&from=library/base"
+            ),
+            [
+                "repository:team/app:pull,push",
+                "repository:library/base:pull"
+            ]
+        );
+        assert_eq!(
+            scopes_for(
+                "PUT",
+                "http://r/v2/app/blobs/uploads/uuid?_state=s&digest=d"
+            ),
+            ["repository:app:pull,push"]
+        );
+        assert!(scopes_for("GET", "http://r/v2/").is_empty());
+    }
 
     #[test]
     fn parses_challenges() {

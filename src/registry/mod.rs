@@ -4,10 +4,14 @@
 
 mod auth;
 pub mod credentials;
+mod error;
+mod http;
 pub mod secret;
-mod transport;
+mod session;
+mod tls;
 
-pub use transport::{Options, RegistryError, Transport};
+pub use error::{ConnectError, ConnectKind, RegistryError};
+pub use session::{Options, Transport};
 
 use crate::digest::Digest;
 use crate::media;
@@ -172,7 +176,7 @@ impl Client {
         }
         let content_type = resp.header("Content-Type").unwrap_or("").to_string();
         let header_digest = resp.header("Docker-Content-Digest").map(str::to_string);
-        let bytes = transport::read_limited(resp, MAX_JSON_BYTES, "manifest")?;
+        let bytes = http::read_limited(resp, MAX_JSON_BYTES, "manifest")?;
         let digest = Digest::of(&bytes);
         if let Some(expected) = &r.digest {
             expected.verify(&bytes, "manifest")?;
@@ -281,7 +285,7 @@ impl Client {
                 "the registry refused the blob request",
             ));
         }
-        let bytes = transport::read_limited(resp, limit, "blob")?;
+        let bytes = http::read_limited(resp, limit, "blob")?;
         digest.verify(&bytes, "blob")?;
         Ok(bytes)
     }

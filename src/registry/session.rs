@@ -1,0 +1,491 @@
+//! One session with each registry: its scheme and challenge (learnt by a ping), the
+//! credentials found for it, its token, and the 401 loop that asks for a wider one. The
+//! requests themselves go through `http`; errors are `error`'s types.
+
+use super::auth::{self, Challenge, MAX_SCOPES, Token, bound_scopes, scopes_for};
+use super::credentials::{Found, Sources};
+use super::error::{ConnectError, ConnectKind, status_error};
+use super::http::{Http, drain, read_limited};
+use super::secret::Secret;
+use crate::reference::is_loopback_host;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How to reach registries.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Allow plain HTTP and unverified certificates for registries not on loopback.
+    pub insecure: bool,
+    /// Log every request (method, URL, status) and retry to stderr.
+    pub verbose: bool,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_cert: Option<PathBuf>,
+    /// Connect and read timeout of one request.
+    pub timeout: Duration,
+    pub credentials: Sources,
+    /// Cache bases fetched by tag for the whole run (fleet mode).
+    pub cache_tags: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            insecure: false,
+            verbose: false,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+            credentials: Sources::default(),
+            cache_tags: false,
+        }
+    }
+}
+
+/// What is known of one registry.
+struct State {
+    /// `scheme://host`.
+    base: String,
+    challenge: Option<Challenge>,
+    token: Option<Token>,
+    /// Scopes the current operation needs, asked for in the next token.
+    wanted: Vec<String>,
+    credential: Option<Option<Found>>,
+}
+
+/// A registry's state, made by its first ping (or the ping's error), once per run.
+type PingCell = Arc<OnceLock<std::result::Result<Arc<Mutex<State>>, Arc<anyhow::Error>>>>;
+
+pub struct Transport {
+    http: Http,
+    options: Options,
+    registries: Mutex<HashMap<String, PingCell>>,
+    /// The registries that --username credentials may go to (all when `None`).
+    explicit_hosts: Mutex<Option<std::collections::HashSet<String>>>,
+}
+
+impl Transport {
+    pub fn new(options: Options) -> Result<Transport> {
+        let tls = if options.insecure {
+            super::tls::insecure_tls()?
+        } else {
+            super::tls::verified_tls(options.ca_cert.as_deref())?
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(options.timeout)
+            // A deadline for the whole request: socket timeouts alone are not restored on
+            // pooled connections, and a trickle of bytes would reset them.
+            .timeout(options.timeout)
+            // ureq keeps one idle connection per host by default: fleet runs with many
+            // jobs would open a new connection for most requests.
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(64)
+            .timeout_read(options.timeout)
+            .timeout_write(options.timeout)
+            .user_agent(concat!("image-rebase/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
+            .build();
+        Ok(Transport {
+            http: Http {
+                agent,
+                verbose: options.verbose,
+            },
+            options,
+            registries: Mutex::new(HashMap::new()),
+            explicit_hosts: Mutex::new(None),
+        })
+    }
+
+    /// The state of a registry, pinging it first (`GET /v2/`) to learn its scheme and
+    /// what authentication it asks for.
+    fn state(&self, registry: &str) -> Result<Arc<Mutex<State>>> {
+        let cell = self
+            .registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(registry.to_string())
+            .or_default()
+            .clone();
+        // Threads starting together ping a registry once; the map is not locked meanwhile,
+        // so a slow registry holds up only its own requests. A failed ping is kept too:
+        // the other images on that registry fail at once instead of waiting again.
+        let state = cell.get_or_init(|| {
+            self.ping(registry)
+                .map(|(base, challenge)| {
+                    Arc::new(Mutex::new(State {
+                        base,
+                        challenge,
+                        token: None,
+                        wanted: vec![],
+                        credential: None,
+                    }))
+                })
+                .map_err(Arc::new)
+        });
+        state.clone().map_err(|e| PingFailed(e).into())
+    }
+
+    fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
+        let host = if registry == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let schemes: &[&str] = if is_loopback_host(registry) || self.options.insecure {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let mut failures = Vec::new();
+        let mut certificate = false;
+        for (i, scheme) in schemes.iter().enumerate() {
+            let base = format!("{scheme}://{host}");
+            let url = format!("{base}/v2/");
+            let last = i + 1 == schemes.len();
+            let result = if last {
+                self.http.send_with_retries("GET", &url, &[], None, None)
+            } else {
+                self.http.send_once("GET", &url, &[], None, None)
+            };
+            match result {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let challenge = resp
+                        .header("WWW-Authenticate")
+                        .and_then(auth::parse_challenge);
+                    drain(resp);
+                    return match status {
+                        200 => Ok((base, None)),
+                        401 => Ok((base, challenge)),
+                        404 => bail!(
+                            "{registry} does not speak the registry API (GET {url} answered 404)"
+                        ),
+                        s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
+                    };
+                }
+                Err(e) => {
+                    failures.push(format!("{scheme}: {e:#}"));
+                    // The registry speaks TLS but its certificate is not trusted: plain
+                    // HTTP would only hide that.
+                    certificate = e
+                        .downcast_ref::<ConnectError>()
+                        .is_some_and(|c| c.kind == ConnectKind::Certificate);
+                    if certificate {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut msg = format!(
+            "cannot reach the registry {registry}: {}",
+            failures.join("; ")
+        );
+        if certificate {
+            msg.push_str(" (a registry with a private CA needs --ca-cert FILE; --insecure skips verification)");
+        }
+        Err(anyhow!(msg))
+    }
+
+    /// Limits the explicit (--username) credentials to these registries: the ones the
+    /// user named. A registry found inside an image (a label, an annotation) does not get
+    /// them; credentials from config files are per host and still apply.
+    pub fn limit_explicit_credentials(&self, hosts: impl IntoIterator<Item = String>) {
+        *self
+            .explicit_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hosts.into_iter().collect());
+    }
+
+    /// Adds scopes that the next token for `registry` should cover (the target's
+    /// pull,push first, then each mount source's pull), so one token serves a whole push.
+    pub fn want(&self, registry: &str, scopes: &[String]) -> Result<()> {
+        let state = self.state(registry)?;
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = scopes.to_vec();
+        wanted.append(&mut st.wanted);
+        st.wanted = auth::merge_scopes(&wanted);
+        // A fleet run touches many repositories: the newest operation's scopes come first
+        // and the oldest are let go, so a token request stays short.
+        st.wanted.truncate(MAX_SCOPES);
+        Ok(())
+    }
+
+    /// Resolves a path or a Location header against the registry.
+    pub fn resolve(&self, registry: &str, location: &str) -> Result<String> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            Ok(location.to_string())
+        } else if location.starts_with('/') {
+            let state = self.state(registry)?;
+            let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
+            Ok(format!("{base}{location}"))
+        } else {
+            bail!("the registry sent an unusable Location header {location:?}")
+        }
+    }
+
+    /// Sends one request to a registry (a path, or a URL it gave), authenticating as it
+    /// asks, and returns the response whatever its status.
+    pub fn send(
+        &self,
+        registry: &str,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<ureq::Response> {
+        let state = self.state(registry)?;
+        let url = self.resolve(registry, target)?;
+        let scopes = scopes_for(method, &url);
+        // Credentials go to the registry itself only, never to another host a Location
+        // header names.
+        let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
+        let same_origin = url.starts_with(&format!("{base}/"));
+        let mut asked_again = false;
+        loop {
+            let authorization = if same_origin {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                self.authorization(&mut st, registry, &scopes)?
+            } else {
+                None
+            };
+            let resp =
+                self.http
+                    .send_with_retries(method, &url, headers, authorization.as_ref(), body)?;
+            if resp.status() != 401 || asked_again {
+                return Ok(resp);
+            }
+            let Some(challenge) = resp
+                .header("WWW-Authenticate")
+                .and_then(auth::parse_challenge)
+            else {
+                return Ok(resp);
+            };
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            let retry = match (&challenge, &st.challenge) {
+                // Asked for more than the token covers: once more with the wider scope.
+                (Challenge::Bearer { scope, .. }, _) => {
+                    let mut wanted = st.wanted.clone();
+                    // One scope parameter may hold several, space-separated.
+                    wanted.extend(
+                        scope
+                            .iter()
+                            .flat_map(|s| s.split_whitespace().map(str::to_string)),
+                    );
+                    if let Some(t) = st.token.take() {
+                        wanted.extend(t.requested);
+                    }
+                    st.wanted = auth::merge_scopes(&wanted);
+                    true
+                }
+                // Asked for Basic already: the same credentials (or none) again will not help.
+                (Challenge::Basic, Some(Challenge::Basic)) => false,
+                (Challenge::Basic, _) => true,
+            };
+            st.challenge = Some(challenge);
+            if !retry {
+                return Ok(resp);
+            }
+            drain(resp);
+            asked_again = true;
+        }
+    }
+
+    /// The Authorization header for a request needing `scopes`.
+    fn authorization(
+        &self,
+        st: &mut State,
+        registry: &str,
+        scopes: &[String],
+    ) -> Result<Option<Secret>> {
+        let Some(challenge) = st.challenge.clone() else {
+            return Ok(None);
+        };
+        if st.credential.is_none() {
+            let explicit_allowed = self
+                .explicit_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_none_or(|hosts| hosts.contains(registry));
+            st.credential = Some(
+                self.options
+                    .credentials
+                    .lookup(registry, explicit_allowed)
+                    .with_context(|| format!("looking up credentials for {registry}"))?,
+            );
+        }
+        let credential = st.credential.clone().flatten();
+        match challenge {
+            Challenge::Basic => Ok(credential.and_then(|f| match f.credential {
+                super::credentials::Credential::Basic { username, password } => {
+                    Some(auth::basic_header(&username, &password))
+                }
+                // An identity token is no Basic password.
+                super::credentials::Credential::IdentityToken(_) => None,
+            })),
+            Challenge::Bearer { realm, service, .. } => {
+                if let Some(t) = &st.token
+                    && t.fresh()
+                    && scopes.iter().all(|s| t.covers(s))
+                {
+                    return Ok(Some(Secret::new(format!("Bearer {}", t.value.expose()))));
+                }
+                let mut requested = st.wanted.clone();
+                requested.extend(scopes.iter().cloned());
+                if let Some(t) = st.token.as_ref().filter(|t| t.fresh()) {
+                    requested.extend(t.requested.iter().cloned());
+                }
+                let requested = bound_scopes(auth::merge_scopes(&requested), scopes);
+                let plain_loopback = st.base.starts_with("http://") && is_loopback_host(registry);
+                auth::check_realm(&realm, plain_loopback)?;
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), requested, credential.as_ref())
+                    .with_context(|| format!("getting a token for {registry} from {realm}"))?;
+                let header = Secret::new(format!("Bearer {}", token.value.expose()));
+                st.token = Some(token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: Vec<String>,
+        credential: Option<&Found>,
+    ) -> Result<Token> {
+        let req = auth::token_request(realm, service, &scopes, credential);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let resp = match &req.body {
+            Some(body) => self.http.send_once(
+                req.method,
+                &req.url,
+                &form,
+                req.authorization.as_ref(),
+                Some(body.expose().as_bytes()),
+            )?,
+            None => self.http.send_with_retries(
+                req.method,
+                &req.url,
+                &[],
+                req.authorization.as_ref(),
+                None,
+            )?,
+        };
+        match resp.status() {
+            200 => {
+                let body = read_limited(resp, 1024 * 1024, "token response")?;
+                auth::parse_token_response(&body, scopes)
+            }
+            401 | 403 => {
+                let who = credential
+                    .map(Found::describe)
+                    .unwrap_or_else(|| "anonymous access".to_string());
+                Err(status_error(
+                    resp,
+                    &format!("the token service refused {who}"),
+                ))
+            }
+            _ => Err(status_error(resp, "the token service failed")),
+        }
+    }
+
+    /// See `Http::retry_cut_body`.
+    pub fn retry_cut_body<T>(&self, get: impl FnMut() -> Result<T>) -> Result<T> {
+        self.http.retry_cut_body(get)
+    }
+
+    /// Whether the current token for `registry` grants `action` on `repository`
+    /// (`None` when unknown: no token, or one whose claims cannot be read).
+    pub fn grants(&self, registry: &str, repository: &str, action: &str) -> Option<bool> {
+        let state = self.state(registry).ok()?;
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.token.as_ref()?.grants(repository, action)
+    }
+
+    /// Who we are on `registry`, for messages.
+    pub fn identity(&self, registry: &str) -> String {
+        let Ok(state) = self.state(registry) else {
+            return "unknown credentials".into();
+        };
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.credential {
+            Some(Some(f)) => f.describe(),
+            Some(None) => format!(
+                "no credentials (none found for {registry} in {})",
+                self.options.credentials.describe()
+            ),
+            None => "anonymous access (the registry asked for none)".into(),
+        }
+    }
+
+    /// An error for an unexpected status, with what can be said about access rights.
+    pub fn status_error(
+        &self,
+        registry: &str,
+        method: &str,
+        resp: ureq::Response,
+        doing: &str,
+    ) -> anyhow::Error {
+        let status = resp.status();
+        let url = resp.get_url().to_string();
+        let base = status_error(resp, doing);
+        if status != 401 && status != 403 {
+            return base;
+        }
+        let mut missing = Vec::new();
+        for scope in scopes_for(method, &url) {
+            let Some((name, actions)) = auth::split_scope(&scope) else {
+                continue;
+            };
+            for action in actions {
+                if self.grants(registry, name, action) == Some(false) {
+                    missing.push(format!("{action} right on {registry}/{name}"));
+                }
+            }
+        }
+        let none_found = self.state(registry).is_ok_and(|s| {
+            matches!(
+                s.lock().unwrap_or_else(|e| e.into_inner()).credential,
+                Some(None)
+            )
+        });
+        let hint = if !missing.is_empty() {
+            format!(
+                "{} has no {}",
+                self.identity(registry),
+                missing.join(" and no ")
+            )
+        } else if status == 401 && none_found {
+            format!(
+                "the registry {registry} requires credentials and none were found for it (looked in {}); \
+                 log in with docker login, or give --username with --password-stdin",
+                self.options.credentials.describe()
+            )
+        } else if status == 401 {
+            format!("the registry did not accept {}", self.identity(registry))
+        } else {
+            format!("access denied to {}", self.identity(registry))
+        };
+        base.context(hint)
+    }
+}
+
+/// A registry's failed ping, kept for the run and handed to every request for it: the
+/// same messages and the same typed causes each time.
+#[derive(Debug)]
+struct PingFailed(Arc<anyhow::Error>);
+
+impl std::fmt::Display for PingFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for PingFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.chain().nth(1)
+    }
+}
