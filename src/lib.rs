@@ -10,6 +10,7 @@ pub mod doc;
 pub mod error;
 pub mod history;
 pub mod image;
+pub mod index;
 pub mod io;
 pub mod json;
 pub mod media;

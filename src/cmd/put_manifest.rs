@@ -1,14 +1,15 @@
 use crate::cli::PushArgs;
 use crate::digest::Digest;
-use crate::doc::{Document, IndexSection, PlatformUnit, Pushed, ResultSection, Role, Target, Unit};
+use crate::doc::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
 use crate::image;
+use crate::index::{self, Child};
 use crate::media::Family;
-use crate::platform::is_attestation;
+use crate::platform::Platform;
 use crate::reference::{Reference, check_tag};
-use crate::registry::{Client, MAX_JSON_BYTES, Mount, RegistryError};
-use crate::splice::{Finalized, finalize};
+use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport};
+use crate::splice::finalize;
 use anyhow::{Context, Result, bail};
-use serde_json::{Map, json};
+use serde_json::Map;
 
 /// Pushes the result: every layer is made present in the target repository by a
 /// cross-repository mount (no layer data moves), the config is uploaded, and the manifest
@@ -107,7 +108,27 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
             .with_context(|| format!("platform {}", p.platform))?;
         p.unit.pushed = Some(pushed);
     }
-    let (manifest, changed, notes) = build_index(&ix, &doc.platforms, args.keep_attestations)?;
+    let children: Vec<Child> = doc
+        .platforms
+        .iter()
+        .filter_map(|p| {
+            Some(Child {
+                was: &p.unit.image.as_ref()?.digest,
+                now: p.unit.pushed.as_ref().map(|pu| index::Pushed {
+                    digest: &pu.digest,
+                    size: pu.size,
+                    media_type: &pu.media_type,
+                }),
+            })
+        })
+        .collect();
+    let base = doc
+        .platforms
+        .iter()
+        .filter_map(|p| p.unit.result.as_ref())
+        .find_map(|r| r.manifest.get("annotations"));
+    let oci = ix.media_type == crate::media::OCI_INDEX;
+    let new = index::build(&ix.manifest, oci, &children, args.keep_attestations, base)?;
     let target = Target {
         registry: ix.registry.clone(),
         repository: ix.repository.clone(),
@@ -115,12 +136,12 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
         extra: Map::new(),
     };
     let name = format!("{}/{}", target.registry, target.repository);
-    let bytes = if changed {
-        serde_json::to_vec(&manifest)?
+    let bytes = if new.changed {
+        serde_json::to_vec(&new.manifest)?
     } else {
         Vec::new()
     };
-    let digest = if changed {
+    let digest = if new.changed {
         Digest::of(&bytes)
     } else {
         ix.digest.clone()
@@ -129,16 +150,33 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
         &target,
         &digest,
         &ix.media_type,
-        if changed { bytes.len() as u64 } else { ix.size },
+        if new.changed {
+            bytes.len() as u64
+        } else {
+            ix.size
+        },
         &digest,
     );
     pushed.dry_run = args.dry_run;
     let same_place =
         target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
-    if (!changed && same_place) || check_index_target(client, doc, &target, &digest, args.force)? {
+    let holds = (!new.changed && same_place)
+        || check_target(
+            client,
+            &target,
+            &digest,
+            args.force,
+            None,
+            Source {
+                digest: &ix.digest,
+                reference: &ix.reference,
+            },
+            |current| index_is_rebase_of(client, doc, &target, current),
+        )?;
+    if holds {
         pushed.unchanged = true;
     } else if !args.dry_run {
-        let bytes = if changed {
+        let bytes = if new.changed {
             bytes
         } else {
             let pinned = Reference {
@@ -152,148 +190,50 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
                 .with_context(|| format!("fetching manifest {pinned}"))?
                 .bytes
         };
-        put(client, &target, &digest, &ix.media_type, &bytes)
+        client
+            .push(&Push {
+                registry: &target.registry,
+                repository: &target.repository,
+                tag: target.tag.as_deref(),
+                media_type: &ix.media_type,
+                manifest: &bytes,
+                blobs: vec![],
+                upload: None,
+                dry_run: false,
+            })
             .with_context(|| format!("putting the index into {name}"))?;
     }
     doc.index.as_mut().expect("an index document").pushed = Some(pushed);
-    Ok(notes)
+    Ok(new.notes)
 }
 
-/// The new index: the original's entries in order, each rebased platform pointing at its
-/// new manifest, attestations left out unless `keep_attestations`. Returns it, whether it
-/// differs from the original, and notes.
-fn build_index(
-    ix: &IndexSection,
-    platforms: &[PlatformUnit],
-    keep_attestations: bool,
-) -> Result<(serde_json::Value, bool, Vec<String>)> {
-    let mut manifest = ix.manifest.clone();
-    let mut changed = false;
-    let mut notes = Vec::new();
-    // Every platform already on the new base: the index stays as it is, attestations too.
-    let rebased_any = platforms.iter().any(|p| {
-        let (image, pushed) = (p.unit.image.as_ref(), p.unit.pushed.as_ref());
-        image
-            .zip(pushed)
-            .is_some_and(|(i, pu)| i.digest != pu.digest)
-    });
-    if !rebased_any {
-        return Ok((manifest, false, notes));
-    }
-    let mut entries = Vec::new();
-    for d in ix.manifest["manifests"].as_array().into_iter().flatten() {
-        let digest = d.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
-        let unit = platforms.iter().find(|p| {
-            p.unit
-                .image
-                .as_ref()
-                .is_some_and(|i| i.digest.as_str() == digest)
-        });
-        let mut d = d.clone();
-        if let Some(p) = unit {
-            if let Some(pushed) = p
-                .unit
-                .pushed
-                .as_ref()
-                .filter(|pushed| pushed.digest.as_str() != digest)
-            {
-                d["digest"] = json!(pushed.digest);
-                d["size"] = json!(pushed.size);
-                d["mediaType"] = json!(pushed.media_type);
-                changed = true;
-            }
-        } else if is_attestation(&d) {
-            if !keep_attestations {
-                notes.push(format!(
-                    "left out {digest} from the new index: an attestation describes the old image (--keep-attestations keeps it)"
-                ));
-                changed = true;
-                continue;
-            }
-        } else {
-            let platform = crate::platform::Platform::of_descriptor(&d)
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "an entry".into());
-            notes.push(format!(
-                "kept {platform} ({digest}) unchanged: it was not rebased"
-            ));
-        }
-        entries.push(d);
-    }
-    manifest["manifests"] = serde_json::Value::Array(entries);
-    // An OCI index records its new base too, as its manifests do.
-    if changed && ix.media_type == crate::media::OCI_INDEX {
-        let base = platforms
-            .iter()
-            .filter_map(|p| p.unit.result.as_ref())
-            .find_map(|r| r.manifest.get("annotations").cloned());
-        if let Some(base) = base {
-            let annotations = crate::image::object_mut(&mut manifest, "annotations")?;
-            for key in [crate::detect::BASE_NAME, crate::detect::BASE_DIGEST] {
-                if let Some(v) = base.get(key) {
-                    annotations.insert(key.to_string(), v.clone());
-                }
-            }
-        }
-    }
-    Ok((manifest, changed, notes))
-}
-
-/// Like `check_target`, for an index: a tag holding an index whose every platform is a
-/// rebase of ours may be replaced.
-fn check_index_target(
+/// Whether the index at `current` is a rebase of the document's: each of the document's
+/// platforms is there, and a rebase of that platform's image.
+fn index_is_rebase_of(
     client: &Client,
     doc: &Document,
     target: &Target,
-    digest: &Digest,
-    force: bool,
+    current: &Reference,
 ) -> Result<bool> {
-    let ix = doc.index.as_ref().expect("an index document");
-    let r = target_ref(
-        target,
-        if target.tag.is_none() {
-            Some(digest)
-        } else {
-            None
-        },
-    );
-    let Some(current) = client
-        .head_manifest(&r)
-        .with_context(|| format!("checking {r}"))?
-    else {
+    let fetched = client.fetch_manifest(current)?;
+    let theirs: serde_json::Value = serde_json::from_slice(&fetched.bytes)?;
+    let Some(children) = theirs.get("manifests").and_then(|m| m.as_array()) else {
         return Ok(false);
     };
-    if &current == digest {
-        return Ok(true);
-    }
-    if force || current == ix.digest {
-        return Ok(false);
-    }
-    let pinned = target_ref(target, Some(&current));
-    let fetched = client.fetch_manifest(&pinned)?;
-    let theirs: serde_json::Value = serde_json::from_slice(&fetched.bytes)?;
-    let mut all = theirs.get("manifests").and_then(|m| m.as_array()).is_some();
     for p in &doc.platforms {
-        let child = theirs["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|d| {
-                crate::platform::Platform::of_descriptor(d).is_some_and(|q| q.matches(&p.platform))
-            });
-        let Some(child) = child.and_then(|c| c.get("digest")).and_then(|d| d.as_str()) else {
-            all = false;
-            break;
+        let child = children
+            .iter()
+            .find(|d| Platform::of_descriptor(d).is_some_and(|q| q.matches(&p.platform)))
+            .and_then(|c| c.get("digest"))
+            .and_then(|d| d.as_str());
+        let Some(child) = child else {
+            return Ok(false);
         };
         if !is_rebase_of(client, &p.unit, &target_ref(target, Some(&child.parse()?)))? {
-            all = false;
-            break;
+            return Ok(false);
         }
     }
-    if !all {
-        return Err(refuse_overwrite(&r, &current, &ix.reference));
-    }
-    Ok(false)
+    Ok(true)
 }
 
 /// One token for the whole push: pull,push on the target, pull on each repository of the
@@ -364,134 +304,61 @@ fn push(
         &fin.config_digest,
     );
     pushed.dry_run = args.dry_run;
-    let name = format!("{}/{}", target.registry, target.repository);
-
-    if check_target(client, doc, target, &fin.manifest_digest, args)? {
+    let image = doc.require(Role::Image)?;
+    if check_target(
+        client,
+        target,
+        &fin.manifest_digest,
+        args.force,
+        own_tag_digest(image, target, args),
+        Source {
+            digest: &image.digest,
+            reference: &image.reference,
+        },
+        |current| is_rebase_of(client, doc, current),
+    )? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
-
     // Foreign (non-distributable) layers live at their URLs, not in the registry.
-    let mut layers: Vec<(Digest, Vec<(String, String)>)> = Vec::new();
+    let mut blobs: Vec<Blob> = Vec::new();
     for descriptor in image::layers(&result.manifest)? {
         let layer = descriptor
             .get("digest")
             .and_then(|d| d.as_str())
             .context("a layer has no digest")?;
         let digest: Digest = layer.parse()?;
-        if !is_foreign(descriptor) && !layers.iter().any(|(d, _)| *d == digest) {
-            layers.push((digest, sources_of(doc, layer)));
+        if !is_foreign(descriptor) && !blobs.iter().any(|b| b.digest == digest) {
+            blobs.push(Blob {
+                digest,
+                what: "layer",
+                sources: sources_of(doc, layer),
+            });
         }
     }
-    for (digest, sources) in &layers {
-        make_present(client, target, digest, sources, args.dry_run, &mut pushed)
-            .with_context(|| format!("making layer {digest} present in {name}"))?;
-    }
-    upload_config(client, target, &fin, args.dry_run, &mut pushed)
-        .with_context(|| format!("uploading config {} to {name}", fin.config_digest))?;
-    if !args.dry_run {
-        put_checked(client, target, &fin, &result.media_type, &layers)?;
-    }
+    let report = client.push(&Push {
+        registry: &target.registry,
+        repository: &target.repository,
+        tag: target.tag.as_deref(),
+        media_type: &result.media_type,
+        manifest: &fin.manifest_bytes,
+        blobs,
+        upload: Some((&fin.config_digest, &fin.config_bytes)),
+        dry_run: args.dry_run,
+    })?;
+    record(&mut pushed, report);
     Ok(pushed)
 }
 
-/// Uploads the config into the target repository, once per repository and run however
-/// many images share it (tags of one image): two uploads of one blob at once can make a
-/// registry lose track of it (see `put_checked`).
-fn upload_config(
-    client: &Client,
-    target: &Target,
-    fin: &Finalized,
-    dry_run: bool,
-    pushed: &mut Pushed,
-) -> Result<()> {
-    let (registry, repository) = (&target.registry, &target.repository);
-    let (what, first) = client.once_per_blob(registry, repository, &fin.config_digest, || {
-        if dry_run {
-            let there = client.blob_exists(registry, repository, &fin.config_digest)?;
-            return Ok(if there { "present" } else { "uploaded" });
-        }
-        // No HEAD first: the config is new, or uploading it again is cheap.
-        client.upload_blob(registry, repository, &fin.config_digest, &fin.config_bytes)?;
-        Ok("uploaded")
-    })?;
-    if first && what == "uploaded" {
-        pushed.uploaded.push(fin.config_digest.clone());
-    } else {
-        pushed.present.push(fin.config_digest.clone());
-    }
-    Ok(())
-}
-
-/// How many times a manifest PUT is tried when the registry says a blob this run made
-/// present is missing.
-const PUT_ATTEMPTS: u64 = 3;
-
-/// Puts the manifest. distribution rewrites a repository's link to a blob in place on
-/// every upload of it, so while another process uploads the same config a PUT may find
-/// the blob missing (`MANIFEST_BLOB_UNKNOWN`, `DIGEST_INVALID`). Then every blob is made
-/// present again where it is missing and the PUT is tried again, a bounded number of times.
-fn put_checked(
-    client: &Client,
-    target: &Target,
-    fin: &Finalized,
-    media_type: &str,
-    layers: &[(Digest, Vec<(String, String)>)],
-) -> Result<()> {
-    let mut attempt = 1;
-    loop {
-        let err = match put(
-            client,
-            target,
-            &fin.manifest_digest,
-            media_type,
-            &fin.manifest_bytes,
-        ) {
-            Ok(()) => return Ok(()),
-            Err(err) => err,
-        };
-        if attempt >= PUT_ATTEMPTS || !is_missing_blob(&err) {
-            return Err(err);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
-        replace_missing(client, target, fin, layers)
-            .with_context(|| format!("{err:#}; making its blobs present again"))?;
-        attempt += 1;
-    }
-}
-
-/// Whether a manifest PUT was refused because a blob seemed missing.
-fn is_missing_blob(err: &anyhow::Error) -> bool {
-    err.chain()
-        .filter_map(|e| e.downcast_ref::<RegistryError>())
-        .any(|e| e.has_code("MANIFEST_BLOB_UNKNOWN") || e.has_code("DIGEST_INVALID"))
-}
-
-/// Mounts or uploads again, bypassing the run's record, each blob the target lacks now.
-fn replace_missing(
-    client: &Client,
-    target: &Target,
-    fin: &Finalized,
-    layers: &[(Digest, Vec<(String, String)>)],
-) -> Result<()> {
-    let (registry, repository) = (&target.registry, &target.repository);
-    if !client.blob_exists(registry, repository, &fin.config_digest)? {
-        client.upload_blob(registry, repository, &fin.config_digest, &fin.config_bytes)?;
-    }
-    for (digest, sources) in layers {
-        if client.blob_exists(registry, repository, digest)? {
-            continue;
-        }
-        for (_, from) in sources
-            .iter()
-            .filter(|(r, repo)| r == registry && repo != repository)
-        {
-            if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
-                break;
-            }
+/// Lists what the push did with each blob in the document's terms.
+fn record(pushed: &mut Pushed, report: PushReport) {
+    for (digest, placed) in report.blobs {
+        match placed {
+            Placed::Present => pushed.present.push(digest),
+            Placed::Mounted => pushed.mounted.push(digest),
+            Placed::Uploaded => pushed.uploaded.push(digest),
         }
     }
-    Ok(())
 }
 
 /// The image is already on the new base: nothing to write unless the target is another
@@ -513,64 +380,79 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushArgs) -> Resul
         pushed.unchanged = true;
         return Ok(pushed);
     }
-    if check_target(client, doc, target, &image.digest, args)? {
+    if check_target(
+        client,
+        target,
+        &image.digest,
+        args.force,
+        own_tag_digest(image, target, args),
+        Source {
+            digest: &image.digest,
+            reference: &image.reference,
+        },
+        |current| is_rebase_of(client, doc, current),
+    )? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
-    let name = format!("{}/{}", target.registry, target.repository);
     // Foreign (non-distributable) layers live at their URLs, not in the registry.
-    let mut blobs: Vec<&str> = image::layers(&image.manifest)?
+    let source = vec![(image.registry.clone(), image.repository.clone())];
+    let mut blobs = Vec::new();
+    for (what, digest) in image::layers(&image.manifest)?
         .iter()
         .filter(|l| !is_foreign(l))
         .filter_map(|l| l.get("digest").and_then(|d| d.as_str()))
-        .collect();
-    blobs.push(config_digest.as_str());
-    let source = vec![(image.registry.clone(), image.repository.clone())];
-    for blob in blobs {
-        let digest: Digest = blob.parse()?;
-        make_present(client, target, &digest, &source, args.dry_run, &mut pushed)
-            .with_context(|| format!("making blob {digest} present in {name}"))?;
+        .map(|d| ("layer", d))
+        .chain([("config", config_digest.as_str())])
+    {
+        blobs.push(Blob {
+            digest: digest.parse()?,
+            what,
+            sources: source.clone(),
+        });
     }
-    if !args.dry_run {
-        let bytes = client
+    let bytes = if args.dry_run {
+        Vec::new()
+    } else {
+        client
             .fetch_manifest(&image.as_reference())
             .with_context(|| format!("fetching manifest {}", image.pinned()))?
-            .bytes;
-        put(client, target, &image.digest, &image.media_type, &bytes)?;
-    }
+            .bytes
+    };
+    let report = client.push(&Push {
+        registry: &target.registry,
+        repository: &target.repository,
+        tag: target.tag.as_deref(),
+        media_type: &image.media_type,
+        manifest: &bytes,
+        blobs,
+        upload: None,
+        dry_run: args.dry_run,
+    })?;
+    record(&mut pushed, report);
     Ok(pushed)
 }
 
-fn put(
-    client: &Client,
-    target: &Target,
-    digest: &Digest,
-    media_type: &str,
-    bytes: &[u8],
-) -> Result<()> {
-    let reference = target.tag.clone().unwrap_or_else(|| digest.to_string());
-    client
-        .put_manifest(
-            &target.registry,
-            &target.repository,
-            &reference,
-            media_type,
-            bytes,
-        )
-        .with_context(|| format!("putting manifest {}", target_ref(target, None)))?;
-    Ok(())
+/// The image or index a push comes from.
+struct Source<'a> {
+    digest: &'a Digest,
+    /// As the user named it, for messages.
+    reference: &'a str,
 }
 
-/// Looks at what the target holds now. True when it already holds `digest` (nothing to
-/// do). An error when the target tag holds an image that is neither the source image nor
-/// a rebase of it, unless `--force`. The image's own tag is asked about too unless the
-/// image was fetched by this process (a document may be stale: the tag may have moved).
+/// Whether the target may be written: one rule for images and indexes. True when it
+/// already holds `digest` (nothing to write); false when it is free (nothing there, the
+/// source itself, something `is_ours` accepts, i.e. a rebase of the source, or anything
+/// with `force`); an error naming the tag and what it holds otherwise. `known` is what the
+/// tag is known to hold without asking (the porcelain's own tag).
 fn check_target(
     client: &Client,
-    doc: &Unit,
     target: &Target,
     digest: &Digest,
-    args: &PushArgs,
+    force: bool,
+    known: Option<Digest>,
+    source: Source,
+    is_ours: impl FnOnce(&Reference) -> Result<bool>,
 ) -> Result<bool> {
     let r = target_ref(
         target,
@@ -580,17 +462,11 @@ fn check_target(
             None
         },
     );
-    let image = doc.require(Role::Image)?;
-    let own_tag = target.tag.is_some()
-        && target.tag == image.tag
-        && target.registry == image.registry
-        && target.repository == image.repository;
-    let current = if own_tag && args.image_is_current {
-        Some(image.digest.clone())
-    } else {
-        client
+    let current = match known {
+        Some(d) => Some(d),
+        None => client
             .head_manifest(&r)
-            .with_context(|| format!("checking {r}"))?
+            .with_context(|| format!("checking {r}"))?,
     };
     let Some(current) = current else {
         return Ok(false);
@@ -598,16 +474,25 @@ fn check_target(
     if &current == digest {
         return Ok(true);
     }
-    if args.force || current == image.digest {
+    if force || &current == source.digest {
         return Ok(false);
     }
-    let pinned = target_ref(target, Some(&current));
-    if !is_rebase_of(client, doc, &pinned)
+    if !is_ours(&target_ref(target, Some(&current)))
         .with_context(|| format!("looking at what {r} holds now"))?
     {
-        return Err(refuse_overwrite(&r, &current, &image.reference));
+        return Err(refuse_overwrite(&r, &current, source.reference));
     }
     Ok(false)
+}
+
+/// What the image's own tag holds, when that is known without asking: the porcelain
+/// fetched the image moments ago. A document from stdin may be stale: then None.
+fn own_tag_digest(image: &ImageSection, target: &Target, args: &PushArgs) -> Option<Digest> {
+    let own_tag = target.tag.is_some()
+        && target.tag == image.tag
+        && target.registry == image.registry
+        && target.repository == image.repository;
+    (own_tag && args.image_is_current).then(|| image.digest.clone())
 }
 
 /// Whether the manifest at `r` has the image's own part (top layers and history) on top.
@@ -655,71 +540,6 @@ fn sources_of(doc: &Unit, layer: &str) -> Vec<(String, String)> {
         .filter(|s| image::layer_digests(&s.manifest).is_ok_and(|ls| ls.contains(&layer)))
         .map(|s| (s.registry.clone(), s.repository.clone()))
         .collect()
-}
-
-fn make_present(
-    client: &Client,
-    target: &Target,
-    digest: &Digest,
-    sources: &[(String, String)],
-    dry_run: bool,
-    pushed: &mut Pushed,
-) -> Result<()> {
-    let (registry, repository) = (&target.registry, &target.repository);
-    // A manifest in the target repository lists it: a registry keeps the blobs of its
-    // manifests, so it is there without asking.
-    if sources
-        .iter()
-        .any(|(r, repo)| r == registry && repo == repository)
-    {
-        pushed.present.push(digest.clone());
-        return Ok(());
-    }
-    let same_registry: Vec<&String> = sources
-        .iter()
-        .filter(|(r, _)| r == registry)
-        .map(|(_, repo)| repo)
-        .collect();
-    if same_registry.is_empty() {
-        if let Some((r, repo)) = sources.iter().find(|(r, _)| r != registry) {
-            bail!(
-                "it is only in {r}/{repo}, on another registry; a blob cannot be mounted across registries \
-                 and image-rebase does not copy layer data: copy the new base into {registry} first \
-                 (e.g. with skopeo copy) and name that copy as the new base"
-            );
-        }
-        bail!(
-            "it is in none of the document's other repositories, so there is nowhere to mount it from"
-        );
-    }
-    // Once per repository and run, however many images need it.
-    let (what, first) = client.once_per_blob(registry, repository, digest, || {
-        if dry_run {
-            // Reads only: what would be mounted.
-            return Ok(if client.blob_exists(registry, repository, digest)? { "present" } else { "mounted" });
-        }
-        // A mount of a blob the repository has already succeeds too: no HEAD first.
-        for from in &same_registry {
-            if client.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
-                return Ok("mounted");
-            }
-        }
-        if client.blob_exists(registry, repository, digest)? {
-            return Ok("present");
-        }
-        let from: Vec<&str> = same_registry.iter().map(|s| s.as_str()).collect();
-        bail!(
-            "the registry did not mount it from {} (it is missing there, or the registry does not allow \
-             cross-repository mounts); image-rebase does not copy layer data",
-            from.join(", ")
-        )
-    })?;
-    if first && what == "mounted" {
-        pushed.mounted.push(digest.clone());
-    } else {
-        pushed.present.push(digest.clone());
-    }
-    Ok(())
 }
 
 /// Refuses a manifest whose descriptors mix Docker and OCI media types.

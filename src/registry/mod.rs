@@ -6,11 +6,13 @@ mod auth;
 pub mod credentials;
 mod error;
 mod http;
+mod push;
 pub mod secret;
 mod session;
 mod tls;
 
 pub use error::{ConnectError, ConnectKind, RegistryError};
+pub use push::{Blob, Placed, Push, PushReport};
 pub use session::{Options, Transport};
 
 use crate::digest::Digest;
@@ -58,7 +60,7 @@ pub struct Client {
     cache_tags: bool,
     manifests: Memo<Fetched>,
     blobs: Memo<Vec<u8>>,
-    present: Memo<&'static str>,
+    present: Memo<Placed>,
 }
 
 /// Results computed once per run per key, even when threads ask at the same time (the
@@ -135,19 +137,6 @@ impl Client {
             .blobs
             .get_or_try(key, || self.fetch_blob(registry, repository, digest, limit))?
             .0)
-    }
-
-    /// Makes a blob present in a repository once per run: `f` (a mount, an upload) runs
-    /// for the first caller only. Returns what `f` said, and whether this call ran it.
-    pub fn once_per_blob(
-        &self,
-        registry: &str,
-        repository: &str,
-        digest: &Digest,
-        f: impl FnOnce() -> Result<&'static str>,
-    ) -> Result<(&'static str, bool)> {
-        self.present
-            .get_or_try(format!("{registry}/{repository}@{digest}"), f)
     }
 
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
