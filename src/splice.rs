@@ -185,7 +185,10 @@ mod tests {
             media_type,
             new_base,
             split,
-            Ancestor::History(&[]),
+            Ancestor::History {
+                base: &[],
+                top: &[],
+            },
             BaseInfo {
                 name: "reg/base:v2",
                 digest: &digest,
