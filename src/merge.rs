@@ -146,7 +146,7 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
             Owner::Unknown => report.unattributed.push(format!("config.{key}")),
             Owner::NewBase => {
                 if mine != theirs {
-                    set(&mut merged, &key, theirs.cloned());
+                    set(&mut merged, &key, new_rt.get(&key).cloned());
                     report.from_new_base.push(format!("config.{key}"));
                 }
             }
@@ -603,6 +603,11 @@ mod tests {
         assert_eq!(m["config"]["Volumes"], json!({"/v": {}}));
         assert_eq!(m["config"]["Labels"], Value::Null);
         assert_eq!(m["config"]["Entrypoint"], Value::Null);
+        // A value taken from the new base is its value as written (`null`, not absent).
+        let with_entrypoint = json!({"config": {"Entrypoint": ["/e"]}});
+        let new = json!({"config": {"Entrypoint": null}});
+        let (e, _) = merge(&with_entrypoint, &new, Ancestor::Config(&with_entrypoint));
+        assert_eq!(e["config"], json!({"Entrypoint": null}));
         let keys: Vec<&String> = m["config"].as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
