@@ -5,7 +5,10 @@
 # Downloads nothing except Debian packages.
 set -euo pipefail
 
-packages=(docker-registry skopeo umoci apache2-utils openssl tar gzip jq groff-base python3)
+# docker.io, buildah, podman, runc and busybox-static: the tests that build images with
+# real builders (scripts/builders.sh).
+packages=(docker-registry skopeo umoci apache2-utils openssl tar gzip jq groff-base python3
+	docker.io buildah podman runc busybox-static)
 
 die() {
 	echo "install-deps: $*" >&2
@@ -37,8 +40,13 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # The binaries the scripts call, whatever package provided them.
-for cmd in docker-registry skopeo umoci htpasswd openssl tar gzip jq groff python3; do
+for cmd in docker-registry skopeo umoci htpasswd openssl tar gzip jq groff python3 \
+	buildah podman runc; do
 	command -v "$cmd" >/dev/null || die "$cmd not found on PATH after installing packages"
+done
+# Called by path: another docker CLI earlier on PATH may not match this dockerd.
+for file in /usr/bin/docker /usr/sbin/dockerd /bin/busybox; do
+	[[ -x $file ]] || die "$file not found after installing packages"
 done
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "tar is not GNU tar (needed for --sort=name)"
 

@@ -45,18 +45,38 @@ pub fn old_base(image: &ImageSection) -> Result<Option<Reference>> {
 /// The new base, and how it was found: the annotation `base.name` (what it points to
 /// now), else the value of label `label` in the image's config.
 pub fn new_base(image: &ImageSection, label: &str) -> Result<(Reference, &'static str)> {
-    if let Some(name) = annotation(&image.manifest, BASE_NAME) {
-        let mut r = base_reference(image, name, &format!("the annotation {BASE_NAME}"))?;
-        if r.digest.is_some() && r.tag.is_none() {
-            bail!(
-                "the annotation {BASE_NAME} of {} is pinned to a digest ({name}), so it cannot name a newer base: \
-                 give --new-base",
-                image.reference
-            );
-        }
-        r.digest = None;
+    if let Some(r) = annotated_new_base(image)? {
         return Ok((r, "annotation"));
     }
+    match label_base(image, label)? {
+        Some(r) => Ok((r, "label")),
+        None => bail!(
+            "cannot tell the new base of {}: its manifest has no {BASE_NAME} annotation and its config no \
+             {label:?} label; give --new-base (and --old-base or --layers)",
+            image.reference
+        ),
+    }
+}
+
+/// The new base the annotation `base.name` names (what it points to now), if any.
+pub fn annotated_new_base(image: &ImageSection) -> Result<Option<Reference>> {
+    let Some(name) = annotation(&image.manifest, BASE_NAME) else {
+        return Ok(None);
+    };
+    let mut r = base_reference(image, name, &format!("the annotation {BASE_NAME}"))?;
+    if r.digest.is_some() && r.tag.is_none() {
+        bail!(
+            "the annotation {BASE_NAME} of {} is pinned to a digest ({name}), so it cannot name a newer base: \
+             give --new-base",
+            image.reference
+        );
+    }
+    r.digest = None;
+    Ok(Some(r))
+}
+
+/// The base that label `label` in the image's config names, if it has the label.
+pub fn label_base(image: &ImageSection, label: &str) -> Result<Option<Reference>> {
     let config = image
         .config
         .as_ref()
@@ -66,15 +86,12 @@ pub fn new_base(image: &ImageSection, label: &str) -> Result<(Reference, &'stati
         .and_then(|l| l.get(label))
         .and_then(Value::as_str)
     {
-        Some(value) if !value.is_empty() => Ok((
-            base_reference(image, value, &format!("the label {label}"))?,
-            "label",
-        )),
-        _ => bail!(
-            "cannot tell the new base of {}: its manifest has no {BASE_NAME} annotation and its config no \
-             {label:?} label; give --new-base (and --old-base or --layers)",
-            image.reference
-        ),
+        Some(value) if !value.is_empty() => Ok(Some(base_reference(
+            image,
+            value,
+            &format!("the label {label}"),
+        )?)),
+        _ => Ok(None),
     }
 }
 

@@ -15,8 +15,9 @@ const PLATFORM: &[&str] = &["os", "architecture", "variant", "os.version", "os.f
 pub enum Ancestor<'a> {
     /// The old base's config: compare against it.
     Config(&'a Value),
-    /// The old base is not at hand: the image's own history entries (its top part).
-    History(&'a [Value]),
+    /// The old base is not at hand: the image's history entries, split into the old
+    /// base's part and the image's own (top) part.
+    History { base: &'a [Value], top: &'a [Value] },
 }
 
 /// What the merge did, for the user.
@@ -75,13 +76,15 @@ enum Owner {
 pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Report) {
     let mut report = Report::default();
     let mut out = image.clone();
-    let attribution = match ancestor {
-        Ancestor::History(h) => Some(attribute(h)),
-        Ancestor::Config(_) => None,
+    // From history: what the image's own entries set, and what the old base's entries
+    // set (a key that neither sets, and the new base lacks, is of unknown origin).
+    let (attribution, base_attribution) = match ancestor {
+        Ancestor::History { base, top } => (Some(attribute(top)), Some(attribute(base))),
+        Ancestor::Config(_) => (None, None),
     };
     let old = match ancestor {
         Ancestor::Config(c) => Some(c),
-        Ancestor::History(_) => None,
+        Ancestor::History { .. } => None,
     };
 
     if let Some(obj) = out.as_object_mut() {
@@ -105,12 +108,18 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
     let old_rt = old.map(rt);
     let mut merged = img_rt.as_object().cloned().unwrap_or_default();
 
-    let owner = |changed_by_image: Option<bool>, attributed: bool, differs: bool| -> Owner {
+    // `explained`: the new base has the value, or the old base's history set it, so the
+    // base decides it unless the image changed it.
+    let owner = |changed_by_image: Option<bool>,
+                 attributed: bool,
+                 differs: bool,
+                 explained: bool|
+     -> Owner {
         match (changed_by_image, &attribution) {
             (Some(true), _) => Owner::Image,
             (Some(false), _) => Owner::NewBase,
             (None, _) if attributed => Owner::Image,
-            (None, Some(a)) if !a.complete && differs => Owner::Unknown,
+            (None, Some(a)) if (!a.complete || !explained) && differs => Owner::Unknown,
             _ => Owner::NewBase,
         }
     };
@@ -125,17 +134,19 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
         .filter(|k| !matches!(k.as_str(), "Env" | "Labels" | "ExposedPorts" | "Volumes"))
         .collect();
     for key in keys {
-        let (mine, theirs) = (img_rt.get(&key), new_rt.get(&key));
-        let changed = old_rt.as_ref().map(|o| mine != o.get(&key));
+        // An empty value (`null`, `""`, `[]`) and an absent one mean the same: no change
+        // between them.
+        let (mine, theirs) = (non_empty(img_rt.get(&key)), non_empty(new_rt.get(&key)));
+        let changed = old_rt.as_ref().map(|o| mine != non_empty(o.get(&key)));
         let attributed = attribution
             .as_ref()
             .is_some_and(|a| a.fields.contains(&key));
-        match owner(changed, attributed, mine != theirs) {
+        match owner(changed, attributed, mine != theirs, true) {
             Owner::Image => {}
             Owner::Unknown => report.unattributed.push(format!("config.{key}")),
             Owner::NewBase => {
                 if mine != theirs {
-                    set(&mut merged, &key, theirs.cloned());
+                    set(&mut merged, &key, new_rt.get(&key).cloned());
                     report.from_new_base.push(format!("config.{key}"));
                 }
             }
@@ -172,11 +183,13 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
         for k in order {
             let (m, t) = (get(&mine, &k), get(&theirs, &k));
             let changed = ancestor.as_ref().map(|a| m != get(a, &k));
-            let attributed = attribution.as_ref().is_some_and(|a| match field {
+            let sets = |a: &Attribution| match field {
                 "Env" => a.env.contains(&k),
                 _ => a.labels.contains(&k),
-            });
-            let value = match owner(changed, attributed, m != t) {
+            };
+            let attributed = attribution.as_ref().is_some_and(sets);
+            let explained = t.is_some() || base_attribution.as_ref().is_some_and(sets);
+            let value = match owner(changed, attributed, m != t, explained) {
                 Owner::Image => m,
                 Owner::Unknown => {
                     report.unattributed.push(format!("config.{field}.{k}"));
@@ -192,6 +205,10 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
             if let Some(v) = value {
                 result.push((k, v));
             }
+        }
+        if result == mine {
+            // Unchanged: written back exactly as it was (`null` stays `null`).
+            continue;
         }
         let present = img_rt.get(field).is_some() || new_rt.get(field).is_some();
         let value = match field {
@@ -229,21 +246,27 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
                 )
             }
             (None, Some(a)) => {
-                let attributed = if field == "ExposedPorts" {
-                    &a.ports
-                } else {
-                    &a.volumes
-                };
-                let added: BTreeSet<String> = mine.intersection(attributed).cloned().collect();
-                if !a.complete {
-                    for k in mine.difference(&theirs).filter(|k| !added.contains(*k)) {
-                        report.unattributed.push(format!("config.{field}.{k}"));
+                let entries = |a: &Attribution| {
+                    if field == "ExposedPorts" {
+                        a.ports.clone()
+                    } else {
+                        a.volumes.clone()
                     }
-                    // Unknown origin: kept.
-                    (mine.difference(&theirs).cloned().collect(), BTreeSet::new())
-                } else {
-                    (added, BTreeSet::new())
+                };
+                let by_base = base_attribution.as_ref().map(entries).unwrap_or_default();
+                let mut added: BTreeSet<String> = mine.intersection(&entries(a)).cloned().collect();
+                // Neither the image's history nor the old base's explains it: unknown
+                // origin, kept.
+                let unknown: Vec<String> = mine
+                    .difference(&theirs)
+                    .filter(|k| !added.contains(*k) && (!a.complete || !by_base.contains(*k)))
+                    .cloned()
+                    .collect();
+                for k in unknown {
+                    report.unattributed.push(format!("config.{field}.{k}"));
+                    added.insert(k);
                 }
+                (added, BTreeSet::new())
             }
             (None, None) => (BTreeSet::new(), BTreeSet::new()),
         };
@@ -252,11 +275,15 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
             .filter(|k| !removed.contains(*k))
             .cloned()
             .collect();
+        if result == mine {
+            // Unchanged: written back exactly as it was (`null` stays `null`).
+            continue;
+        }
         for k in result.symmetric_difference(&mine) {
             report.from_new_base.push(format!("config.{field}.{k}"));
         }
         if result.is_empty() && img_rt.get(field).is_none() {
-            merged.remove(field);
+            merged.shift_remove(field);
         } else {
             merged.insert(
                 field.to_string(),
@@ -278,13 +305,27 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
     (out, report)
 }
 
+/// `v`, or `None` when it is absent or empty (`null`, `false`, `""`, `[]`, `{}`: what
+/// Docker's config writes for an unset field).
+fn non_empty(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Number(_) => true,
+    })
+}
+
 fn set(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     match value {
         Some(v) => {
             obj.insert(key.to_string(), v);
         }
         None => {
-            obj.remove(key);
+            // Not `remove`, which moves the last key into its place.
+            obj.shift_remove(key);
         }
     }
 }
@@ -402,7 +443,14 @@ mod tests {
             json!({"created_by": "COPY . /app # buildkit"}),
             json!({"created_by": "ENTRYPOINT [\"/app\"]", "empty_layer": true}),
         ];
-        let (m, report) = merge(&image, &new, Ancestor::History(&top));
+        let (m, report) = merge(
+            &image,
+            &new,
+            Ancestor::History {
+                base: &[],
+                top: &top,
+            },
+        );
         assert_eq!(
             m["config"]["Env"],
             json!(["PATH=/usr/bin:/bin", "JAVA_HOME=/j2", "APP=1"])
@@ -425,12 +473,155 @@ mod tests {
         let new = cfg(&["PATH=/usr/bin"], json!({}), json!({}));
         let image = cfg(&["PATH=/bin", "X=1"], json!({}), json!({"User": "app"}));
         let top = vec![json!({"created_by": "umoci config", "empty_layer": true})];
-        let (m, report) = merge(&image, &new, Ancestor::History(&top));
+        let (m, report) = merge(
+            &image,
+            &new,
+            Ancestor::History {
+                base: &[],
+                top: &top,
+            },
+        );
         assert_eq!(m["config"]["Env"], json!(["PATH=/bin", "X=1"]));
         assert_eq!(m["config"]["User"], "app");
         assert_eq!(
             report.unattributed,
             vec!["config.User", "config.Env.PATH", "config.Env.X"]
+        );
+    }
+
+    #[test]
+    fn keys_no_history_explains_keep_the_image_value() {
+        // `podman commit` adds Env entries that no history entry set: neither the image's
+        // own entries nor the old base's explain them, and the new base lacks them.
+        let new = cfg(
+            &["PATH=/v2/bin", "GONE_FROM_V1=x"],
+            json!({"v": "2"}),
+            json!({}),
+        );
+        let mut image = cfg(
+            &[
+                "PATH=/v1/bin",
+                "OLD=1",
+                "TERM=xterm",
+                "container=podman",
+                "COMMITTED=1",
+            ],
+            json!({"v": "1", "committed": "yes"}),
+            json!({"Volumes": {"/base": {}, "/data": {}}}),
+        );
+        image["config"]["Env"].as_array_mut().unwrap().remove(1);
+        let base = vec![
+            json!({"created_by": "/bin/sh -c #(nop) ADD file:x in /"}),
+            json!({"created_by": "/bin/sh -c #(nop)  ENV PATH=/v1/bin OLD=1", "empty_layer": true}),
+            json!({"created_by": "/bin/sh -c #(nop)  VOLUME [/base]", "empty_layer": true}),
+            json!({"created_by": "LABEL v=1", "empty_layer": true}),
+        ];
+        let top = vec![json!({"created_by": "/bin/sh", "comment": "FROM base:v1"})];
+        let (m, report) = merge(
+            &image,
+            &new,
+            Ancestor::History {
+                base: &base,
+                top: &top,
+            },
+        );
+        assert_eq!(
+            m["config"]["Env"],
+            json!([
+                "PATH=/v2/bin",
+                "GONE_FROM_V1=x",
+                "TERM=xterm",
+                "container=podman",
+                "COMMITTED=1"
+            ])
+        );
+        assert_eq!(m["config"]["Labels"], json!({"v": "2", "committed": "yes"}));
+        assert_eq!(
+            m["config"]["Volumes"],
+            json!({"/data": {}}),
+            "/base was the old base's"
+        );
+        assert_eq!(
+            report.unattributed,
+            vec![
+                "config.Env.TERM",
+                "config.Env.container",
+                "config.Env.COMMITTED",
+                "config.Labels.committed",
+                "config.Volumes./data"
+            ]
+        );
+        assert!(
+            !report.from_new_base.iter().any(|f| f.contains("TERM")),
+            "{report:?}"
+        );
+
+        // An old base key that the old base's history set and the new base dropped goes.
+        let image = cfg(&["PATH=/v1/bin", "OLD=1"], json!({}), json!({}));
+        let (m, report) = merge(
+            &image,
+            &new,
+            Ancestor::History {
+                base: &base,
+                top: &top,
+            },
+        );
+        assert_eq!(
+            m["config"]["Env"],
+            json!(["PATH=/v2/bin", "GONE_FROM_V1=x"])
+        );
+        assert!(report.unattributed.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn unchanged_fields_are_written_back_as_they_were() {
+        // Classic docker writes `null` for empty fields; key order is kept.
+        let text = r#"{"architecture":"amd64","config":{"Hostname":"","Env":["PATH=/bin","APP=1"],"Cmd":["sh"],"Image":"sha256:x","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null},"os":"linux"}"#;
+        let image: Value = serde_json::from_str(text).unwrap();
+        let old = json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "Image": "sha256:x"}});
+        let top = vec![json!({"created_by": "/bin/sh -c #(nop)  ENV APP=1", "empty_layer": true})];
+        let base =
+            vec![json!({"created_by": "/bin/sh -c #(nop)  ENV PATH=/bin", "empty_layer": true})];
+        for ancestor in [
+            Ancestor::Config(&old),
+            Ancestor::History {
+                base: &base,
+                top: &top,
+            },
+        ] {
+            let (m, report) = merge(&image, &old, ancestor);
+            assert_eq!(serde_json::to_string(&m).unwrap(), text, "{report:?}");
+            assert!(
+                report.from_new_base.is_empty() && report.unattributed.is_empty(),
+                "{report:?}"
+            );
+        }
+        // A changed field is written; the unchanged ones around it stay as they were.
+        let new = json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["sh"], "Image": "sha256:x", "Volumes": {"/v": {}}}});
+        let (m, _) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(m["config"]["Env"], json!(["PATH=/usr/bin", "APP=1"]));
+        assert_eq!(m["config"]["Volumes"], json!({"/v": {}}));
+        assert_eq!(m["config"]["Labels"], Value::Null);
+        assert_eq!(m["config"]["Entrypoint"], Value::Null);
+        // A value taken from the new base is its value as written (`null`, not absent).
+        let with_entrypoint = json!({"config": {"Entrypoint": ["/e"]}});
+        let new = json!({"config": {"Entrypoint": null}});
+        let (e, _) = merge(&with_entrypoint, &new, Ancestor::Config(&with_entrypoint));
+        assert_eq!(e["config"], json!({"Entrypoint": null}));
+        let keys: Vec<&String> = m["config"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "Hostname",
+                "Env",
+                "Cmd",
+                "Image",
+                "Volumes",
+                "WorkingDir",
+                "Entrypoint",
+                "OnBuild",
+                "Labels"
+            ]
         );
     }
 }

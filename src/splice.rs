@@ -60,12 +60,14 @@ pub fn splice(
         }
         let top_non_empty = image::non_empty_count(&h[split.base_history..]);
         if top_non_empty != image_layers.len() - split.base_layers {
-            bail!(
+            return Err(crate::error::NotBased(format!(
                 "the split does not divide the image consistently: its top part has {} layers but {} \
-                 history entries that created a layer",
+                 history entries that created a layer, so the history does not line up with the layers it \
+                 keeps; split it with --old-base or --layers",
                 image_layers.len() - split.base_layers,
                 top_non_empty
-            );
+            ))
+            .into());
         }
     }
 
@@ -185,7 +187,10 @@ mod tests {
             media_type,
             new_base,
             split,
-            Ancestor::History(&[]),
+            Ancestor::History {
+                base: &[],
+                top: &[],
+            },
             BaseInfo {
                 name: "reg/base:v2",
                 digest: &digest,
@@ -278,7 +283,8 @@ mod tests {
         let app = img(&["a", "x"], &["add a", "add x"]);
         let mut split = by_old_base(parts(&app), parts(&img(&["a"], &["add a"]))).unwrap();
         split.base_history = 0;
-        assert!(splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).is_err());
+        let err = splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).unwrap_err();
+        assert!(err.is::<crate::error::NotBased>(), "{err}");
         split.base_layers = 5;
         assert!(splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).is_err());
     }

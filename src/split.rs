@@ -106,7 +106,7 @@ pub fn by_layers(image: Parts, top: usize) -> Result<Split> {
         )));
     }
     let base_history = history.len() - top;
-    Ok(at_history(image, "layers", base_history))
+    at_history(image, "layers", base_history)
 }
 
 /// The split at the history entry that set label `name` (the `LABEL FROM=<base>`
@@ -121,14 +121,30 @@ pub fn by_label(image: Parts, name: &str) -> Result<Split> {
              name the old base with --old-base, or count the image's own history entries with --layers"
         )));
     };
-    Ok(at_history(image, "label", index))
+    at_history(image, "label", index)
 }
 
-fn at_history(image: Parts, method: &str, base_history: usize) -> Split {
+/// The split before history entry `base_history`. A split that leaves no layer of the
+/// old base to replace is refused: the image's layers hold its base and its own files
+/// together (a squashed build), and putting the new base under them would keep all of
+/// the old base.
+fn at_history(image: Parts, method: &str, base_history: usize) -> Result<Split> {
     let history = image::history_slice(image.config);
     let layers = image::layers(image.manifest).map(Vec::len).unwrap_or(0);
     let base_layers = image::non_empty_count(&history[..base_history]);
-    Split {
+    if base_layers == 0 && layers > 0 {
+        let how = match method {
+            "label" => "the history entries before the one that set the label created no layer",
+            _ => "the history entries below the image's own created no layer",
+        };
+        return Err(not_based(format!(
+            "the split by {method} leaves no layer of the old base to replace: {how}, so the image's {layers} \
+             layer(s) hold its base and its own files together, as a squashed build makes (buildah --squash, \
+             podman build --squash-all); rebasing it would keep all of the old base. Rebuild it on the new base, \
+             or build it without squashing and rebase that"
+        )));
+    }
+    Ok(Split {
         method: method.to_string(),
         base_layers,
         base_history,
@@ -136,7 +152,7 @@ fn at_history(image: Parts, method: &str, base_history: usize) -> Split {
         top_history: history.len() - base_history,
         up_to_date: false,
         extra: Map::new(),
-    }
+    })
 }
 
 /// When the image is already on `new_base` (an exact prefix, covering at least the base
@@ -344,5 +360,38 @@ pub(crate) mod tests {
         let app = img(&["a", "b", "x"], &["add a", "add b", "env#", "add x"]);
         let s = split(&app, &base).unwrap();
         assert_eq!((s.base_history, s.top_history), (2, 2));
+    }
+
+    #[test]
+    fn refuses_a_split_with_no_base_layer_to_replace() {
+        // podman build --squash-all: one layer for base and app, every entry before the
+        // last empty, the base's steps (if listed) among them.
+        let squashed = img(
+            &["s"],
+            &["add base#", "LABEL FROM=base:v1#", "COPY app#", "CMD app"],
+        );
+        let p = Parts {
+            manifest: &squashed.0,
+            config: &squashed.1,
+        };
+        for err in [
+            by_label(p, "FROM").unwrap_err(),
+            by_layers(p, 3).unwrap_err(),
+        ] {
+            assert!(err.is::<NotBased>(), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("no layer of the old base") && msg.contains("squash"),
+                "{msg}"
+            );
+        }
+        // An image of no layers of its own is fine.
+        let app = img(&["a"], &["add a", "LABEL FROM=base:v1#", "CMD x#"]);
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let s = by_label(p, "FROM").unwrap();
+        assert_eq!((s.base_layers, s.top_layers), (1, 0));
     }
 }

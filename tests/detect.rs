@@ -465,3 +465,58 @@ fn default_registry_and_non_direct_bases() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--registry"));
 }
+
+#[test]
+fn an_annotated_base_no_registry_has_falls_back_to_the_label() {
+    // podman with its layer cache writes the digest of a local intermediate image.
+    let local = image_rebase::digest::Digest::of(b"a local intermediate image");
+    let annotations = format!(
+        "--annotation org.opencontainers.image.base.name=$REGISTRY/base:latest \
+         --annotation org.opencontainers.image.base.digest={local}"
+    );
+    let (reg, _w) = fixture(&format!(
+        "build_image layout app --from base-v1 --label FROM=base:latest --env APP=1 {annotations} app
+        build_image layout nolabel --from base-v1 --env APP=1 {annotations} app
+        push_image layout app $REGISTRY/app:1
+        push_image layout nolabel $REGISTRY/nolabel:1"
+    ));
+    retag(&reg, "base:v2", "base:latest");
+
+    let out = run(&["rebase", &reg.r("app:1"), "--dry-run"], None);
+    let (plan, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{}/base@{local}", reg.addr))
+            && err.contains("cannot be used")
+            && err.contains("MANIFEST_UNKNOWN")
+            && err.contains("falling back to the \"FROM\" label"),
+        "{err}"
+    );
+    assert!(plan.contains("old base:   none (split by label)"), "{plan}");
+    assert!(
+        plan.contains("from label (the annotated old base cannot be used)"),
+        "{plan}"
+    );
+    ok(&["rebase", &reg.r("app:1")], None);
+    assert_eq!(files_of(&reg, "app:1"), ["app/a", "etc/v2"]);
+
+    // No label to fall back to: exit 1, naming what was tried, in the plumbing and in
+    // rebase.
+    let out = run(&["fetch-manifest", &reg.r("nolabel:1")], None);
+    let doc = out.stdout;
+    let out = run(&["fetch-manifest", "--as", "old-base"], Some(&doc));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tried its annotations") && err.contains("the label \"FROM\""),
+        "{err}"
+    );
+    let out = run(&["rebase", &reg.r("nolabel:1")], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains("tried its annotations"), "{err}");
+}

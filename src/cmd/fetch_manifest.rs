@@ -1,10 +1,12 @@
 use crate::cmd::fetch_config;
 use crate::detect;
 use crate::doc::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
+use crate::error::NotBased;
 use crate::media::{self, Family};
 use crate::platform::{Platform, is_attestation};
 use crate::reference::Reference;
 use crate::registry::Client;
+use crate::split::{self, Parts};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
 
@@ -14,30 +16,42 @@ pub struct Options<'a> {
     pub label: &'a str,
     /// For a multi-platform image: the platforms to rebase (all when empty).
     pub platforms: &'a [Platform],
+    /// Why the old base the annotations name cannot be used, when that is already
+    /// known: then the new base is found by label without trying it again.
+    pub annotation_failed: Option<&'a str>,
 }
 
 /// Fetches the manifest of `reference` into the section for `role`. An index as the image
 /// gives one platform entry per platform (attestations and platforms left out by
 /// `--platform` are listed as skipped); an index as a base gives each platform the
 /// base's manifest for that platform. Without a reference the old or new base is found
-/// in the image: its base annotations, else its label. Sections derived from the old
-/// contents (split, result, pushed) are dropped.
+/// in the image: its base annotations, else its label (also when the old base the
+/// annotations name cannot be fetched or is not a prefix of the image). Sections
+/// derived from the old contents (split, result, pushed) are dropped. Returns notes
+/// for the user.
 pub fn step(
     client: &Client,
     doc: &mut Document,
     role: Role,
     reference: Option<&Reference>,
     opts: &Options,
-) -> Result<()> {
-    if role == Role::Image {
-        let r = reference.context("fetch-manifest needs the image's reference")?;
-        return fetch_image(client, doc, r, opts).with_context(|| format!("fetching manifest {r}"));
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    match (role, reference) {
+        (Role::Image, Some(r)) => {
+            fetch_image(client, doc, r, opts).with_context(|| format!("fetching manifest {r}"))?
+        }
+        (Role::Image, None) => bail!("fetch-manifest needs the image's reference"),
+        (_, Some(r)) => fetch_base(client, doc, role, r, "argument")
+            .with_context(|| format!("fetching manifest {r}"))?,
+        (Role::OldBase, None) => find_old_base(client, doc, opts, &mut notes)?,
+        (Role::NewBase, None) => {
+            let (r, found_by) = find_new_base(client, doc, opts, &mut notes)?;
+            fetch_base(client, doc, role, &r, &found_by)
+                .with_context(|| format!("fetching manifest {r}"))?
+        }
     }
-    let (r, found_by) = match reference {
-        Some(r) => (r.clone(), "argument"),
-        None => find(client, doc, role, opts.label)?,
-    };
-    fetch_base(client, doc, role, &r, found_by).with_context(|| format!("fetching manifest {r}"))
+    Ok(notes)
 }
 
 /// A manifest as fetched: a single image, or an index.
@@ -311,37 +325,148 @@ pub fn detection_view(doc: &Document) -> Result<ImageSection> {
     }
 }
 
-/// The old or new base named by the image itself.
-pub fn find(
+/// Fetches the old base that the image's annotations name into the document, and checks
+/// that it is an exact prefix of the image (on every platform). `None`: the image has no
+/// such annotations. `Some(Err(why))`: that base cannot be used (a builder with a layer
+/// cache writes the digest of a local intermediate image, which no registry has); the
+/// document is left without an old base.
+pub fn annotated_old_base(
     client: &Client,
     doc: &mut Document,
-    role: Role,
-    label: &str,
-) -> Result<(Reference, &'static str)> {
-    if role == Role::NewBase {
-        // The label is in the config.
-        if doc.is_index() {
-            if let Some(p) = doc.platforms.first_mut() {
-                fetch_config::unit_step(client, &mut p.unit)?;
-            }
-        } else {
-            doc.unit.require(Role::Image)?;
-            fetch_config::unit_step(client, &mut doc.unit)?;
-        }
-    }
+) -> Result<Option<std::result::Result<(), String>>> {
     let view = detection_view(doc)?;
-    match role {
-        Role::Image => bail!("fetch-manifest needs the image's reference"),
-        Role::OldBase => match detect::old_base(&view)? {
-            Some(r) => Ok((r, "annotation")),
-            None => bail!(
+    let r = match detect::old_base(&view) {
+        Ok(None) => return Ok(None),
+        Ok(Some(r)) => r,
+        Err(e) => return Ok(Some(Err(format!("{e:#}")))),
+    };
+    let tried = fetch_base(client, doc, Role::OldBase, &r, "annotation")
+        .with_context(|| format!("fetching manifest {r}"))
+        .and_then(|()| fetch_config::step(client, doc))
+        .and_then(|()| {
+            doc.for_each_unit(|unit| {
+                let (image, old) = (unit.require(Role::Image)?, unit.require(Role::OldBase)?);
+                split::by_old_base(
+                    Parts {
+                        manifest: &image.manifest,
+                        config: image.config(Role::Image)?,
+                    },
+                    Parts {
+                        manifest: &old.manifest,
+                        config: old.config(Role::OldBase)?,
+                    },
+                )
+                .map(|_| ())
+            })
+        });
+    Ok(Some(tried.map_err(|e| {
+        for (_, unit) in doc.units_mut() {
+            unit.old_base = None;
+        }
+        format!(
+            "the old base that the annotations of {} name, {r}, cannot be used: {e:#}",
+            view.reference
+        )
+    })))
+}
+
+/// The old base named by the image's annotations, fetched and checked. When it cannot be
+/// used, the label method (which needs no old base) takes over, with a note; with no
+/// label either, the image's base cannot be found (exit status 1).
+fn find_old_base(
+    client: &Client,
+    doc: &mut Document,
+    opts: &Options,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let why = match annotated_old_base(client, doc)? {
+        Some(Ok(())) => return Ok(()),
+        Some(Err(why)) => why,
+        None => {
+            let view = detection_view(doc)?;
+            bail!(
                 "{} has no {} and {} annotations to name its old base: give the old base's reference, \
                  or leave the old base out and split by label or --layers",
                 view.reference,
                 detect::BASE_NAME,
                 detect::BASE_DIGEST
-            ),
-        },
-        Role::NewBase => detect::new_base(&view, label),
+            )
+        }
+    };
+    fetch_image_config(client, doc)?;
+    let view = detection_view(doc)?;
+    if detect::label_base(&view, opts.label)?.is_none() {
+        return Err(no_method_left(&view, &why, opts.label));
     }
+    notes.push(format!(
+        "{why}; no old base: the split falls back to the {:?} label",
+        opts.label
+    ));
+    Ok(())
+}
+
+/// The new base named by the image: the annotation `base.name` when the old base the
+/// annotations name is usable (or another old base was given), else the label.
+fn find_new_base(
+    client: &Client,
+    doc: &mut Document,
+    opts: &Options,
+    notes: &mut Vec<String>,
+) -> Result<(Reference, String)> {
+    // The label is in the config.
+    fetch_image_config(client, doc)?;
+    let view = detection_view(doc)?;
+    if detect::annotated_new_base(&view)?.is_some() {
+        let has_old_base = doc.units_mut().iter().any(|(_, u)| u.old_base.is_some());
+        let why = match opts.annotation_failed {
+            Some(why) => Some(why.to_string()),
+            None if has_old_base => None,
+            None => {
+                // Try the annotated old base on a copy of the document.
+                let mut probe = Document {
+                    index: doc.index.clone(),
+                    platforms: doc.platforms.clone(),
+                    unit: doc.unit.clone(),
+                    ..Document::default()
+                };
+                annotated_old_base(client, &mut probe)?.and_then(|r| r.err())
+            }
+        };
+        if let Some(why) = why {
+            let Some(r) = detect::label_base(&view, opts.label)? else {
+                return Err(no_method_left(&view, &why, opts.label));
+            };
+            if opts.annotation_failed.is_none() {
+                notes.push(format!(
+                    "{why}; the new base is found by the {:?} label instead",
+                    opts.label
+                ));
+            }
+            return Ok((r, "label (the annotated old base cannot be used)".into()));
+        }
+    }
+    let (r, how) = detect::new_base(&view, opts.label)?;
+    Ok((r, how.to_string()))
+}
+
+/// Fetches the image's config (the first platform's, for an index): its labels.
+fn fetch_image_config(client: &Client, doc: &mut Document) -> Result<()> {
+    if doc.is_index() {
+        if let Some(p) = doc.platforms.first_mut() {
+            fetch_config::unit_step(client, &mut p.unit)?;
+        }
+    } else {
+        doc.unit.require(Role::Image)?;
+        fetch_config::unit_step(client, &mut doc.unit)?;
+    }
+    Ok(())
+}
+
+fn no_method_left(view: &ImageSection, why: &str, label: &str) -> anyhow::Error {
+    NotBased(format!(
+        "cannot find the base of {}: tried its annotations ({why}) and the label {label:?} (its config has \
+         none); give --old-base and --new-base, or --layers and --new-base",
+        view.reference
+    ))
+    .into()
 }

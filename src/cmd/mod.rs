@@ -112,9 +112,12 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             let opts = fetch_manifest::Options {
                 label: &args.label,
                 platforms: &platforms,
+                annotation_failed: None,
             };
-            fetch_manifest::step(&client, &mut doc, args.role, reference.as_ref(), &opts)?;
+            let notes =
+                fetch_manifest::step(&client, &mut doc, args.role, reference.as_ref(), &opts)?;
             note_skipped(&doc, err)?;
+            print_notes(err, &notes)?;
             write_document(&doc, out)
         }
         Command::FetchConfig => {

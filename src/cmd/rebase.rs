@@ -3,7 +3,6 @@ use crate::cmd::{
     fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, print_notes,
     put_manifest, splice, split_history,
 };
-use crate::detect;
 use crate::doc::{Document, ImageSection, Pushed, Role, Unit};
 use crate::platform::Platform;
 use crate::reference::{Reference, check_tag};
@@ -86,32 +85,46 @@ pub fn rebase(client: &Client, spec: &Spec, err: &mut impl Write) -> Result<Docu
     let opts = fetch_manifest::Options {
         label: &spec.split.label,
         platforms: &spec.platforms,
+        annotation_failed: None,
     };
+    let mut annotation_failed = None;
     let mut doc = Document::default();
     fetch_manifest::step(client, &mut doc, Role::Image, Some(&spec.image), &opts)?;
     note_skipped(&doc, err)?;
-    let old_base = match &spec.old_base {
-        Some(r) => Some((r.clone(), "argument")),
-        None if spec.split.layers.is_some() => None,
+    let mut notes = Vec::new();
+    match &spec.old_base {
+        Some(r) => notes.extend(fetch_manifest::step(
+            client,
+            &mut doc,
+            Role::OldBase,
+            Some(r),
+            &opts,
+        )?),
+        None if spec.split.layers.is_some() => {}
+        // The annotations' old base, when it is there and a prefix of the image; else the
+        // label takes over.
         None => {
-            detect::old_base(&fetch_manifest::detection_view(&doc)?)?.map(|r| (r, "annotation"))
-        }
-    };
-    if let Some((r, how)) = old_base {
-        fetch_manifest::step(client, &mut doc, Role::OldBase, Some(&r), &opts)?;
-        for (_, unit) in doc.units_mut() {
-            if let Some(s) = unit.old_base.as_mut() {
-                s.found_by = Some(how.to_string());
+            if let Some(Err(why)) = fetch_manifest::annotated_old_base(client, &mut doc)? {
+                notes.push(format!(
+                    "{why}; falling back to the {:?} label",
+                    spec.split.label
+                ));
+                annotation_failed = Some(why);
             }
         }
     }
-    fetch_manifest::step(
+    let opts = fetch_manifest::Options {
+        annotation_failed: annotation_failed.as_deref(),
+        ..opts
+    };
+    notes.extend(fetch_manifest::step(
         client,
         &mut doc,
         Role::NewBase,
         spec.new_base.as_ref(),
         &opts,
-    )?;
+    )?);
+    print_notes(err, &notes)?;
     fetch_config::step(client, &mut doc)?;
     split_history::step(&mut doc, &spec.split)?;
     splice::step(&mut doc)?;

@@ -57,12 +57,14 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
         return Ok(());
     }
 
-    let top_history = image::history(ip.config)
-        .map(|h| &h[split.base_history.min(h.len())..])
-        .unwrap_or_default();
+    let history = image::history_slice(ip.config);
+    let (base_history, top_history) = history.split_at(split.base_history.min(history.len()));
     let ancestor = match (&doc.old_base, split.method.as_str()) {
         (Some(old), "old-base") => Ancestor::Config(old.config(Role::OldBase)?),
-        _ => Ancestor::History(top_history),
+        _ => Ancestor::History {
+            base: base_history,
+            top: top_history,
+        },
     };
     let mut name = crate::reference::Reference::parse(&new.reference)?;
     if name.tag.is_some() {
