@@ -127,6 +127,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn config_descriptor_gives_digest_and_size() {
+        let m = json!({"config": {"digest": "sha256:c", "size": 42}});
+        assert_eq!(config_descriptor(&m).unwrap(), ("sha256:c", 42));
+        for bad in [
+            json!({}),
+            json!({"config": {"size": 42}}),
+            json!({"config": {"digest": "sha256:c"}}),
+        ] {
+            assert!(config_descriptor(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn consistency_check_counts_non_empty_history() {
         let m = json!({"layers": [{"digest": "sha256:a"}, {"digest": "sha256:b"}]});
         let good =

@@ -168,5 +168,7 @@ mod tests {
                 .contains("index")
         );
         assert!(Family::of_manifest(DOCKER_SCHEMA1_SIGNED).is_err());
+        assert_eq!(Family::Oci.name(), "OCI");
+        assert_eq!(Family::Docker.name(), "Docker schema 2");
     }
 }

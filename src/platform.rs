@@ -170,6 +170,15 @@ mod tests {
     }
 
     #[test]
+    fn a_config_declares_its_platform() {
+        let c = json!({"os": "linux", "architecture": "arm", "variant": "v7", "os.version": "1"});
+        let p = Platform::of_config(&c).unwrap();
+        assert_eq!(p.to_string(), "linux/arm/v7");
+        assert_eq!(p.os_version.as_deref(), Some("1"));
+        assert!(Platform::of_config(&json!({"os": "linux"})).is_none());
+    }
+
+    #[test]
     fn attestations() {
         assert!(is_attestation(
             &json!({"platform": {"os": "unknown", "architecture": "unknown"}})
