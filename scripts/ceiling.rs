@@ -19,7 +19,7 @@
 //!       Prints "images N seconds S images_per_s R requests Q" on stdout.
 
 use anyhow::{Context, Result, bail, ensure};
-use image_rebase::digest::Digest;
+use image_rebase::oci::digest::Digest;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};

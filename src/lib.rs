@@ -1,22 +1,18 @@
 //! image-rebase: rebase container images in a registry by writing only a new config and
-//! manifest. The binary's subcommands are thin wrappers around `cmd`; the pure logic
-//! lives in `split`, `splice` and `image`, the wire in `registry`.
+//! manifest. The layers, top to bottom; each imports only from the layers below it:
+//!
+//! - `cli`: the command line: clap, stdin, stdout, stderr, the terminal.
+//! - `ops`: one operation per step (fetch, split, splice, put, the porcelain, fleet mode).
+//! - `document`: the JSON document that flows between the steps.
+//! - `image` (pure image logic: split, splice, merge, the new index) and `registry` (the
+//!   wire: sessions, auth, retries, the push engine).
+//! - `oci` (digests, references, media types, platforms), `json`, `error`: the ground floor.
 
 pub mod cli;
-pub mod cmd;
-pub mod detect;
-pub mod digest;
-pub mod doc;
+pub mod document;
 pub mod error;
-pub mod history;
 pub mod image;
-pub mod index;
-pub mod io;
 pub mod json;
-pub mod media;
-pub mod merge;
-pub mod platform;
-pub mod reference;
+pub mod oci;
+pub mod ops;
 pub mod registry;
-pub mod splice;
-pub mod split;

@@ -257,7 +257,9 @@ fn annotated_base_not_a_prefix(fx: &Fixture) {
     let (_, mut m) = fx.reg.manifest("buildah/app:1").unwrap();
     let (v2, _) = fx.reg.manifest("buildah/base:v2").unwrap();
     m["annotations"]["org.opencontainers.image.base.digest"] =
-        image_rebase::digest::Digest::of(&v2).to_string().into();
+        image_rebase::oci::digest::Digest::of(&v2)
+            .to_string()
+            .into();
     ureq::put(&format!(
         "http://{}/v2/buildah/app/manifests/wrong-base",
         fx.reg.addr

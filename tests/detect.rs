@@ -105,7 +105,7 @@ fn label_mode_with_buildkit_history_follows_the_tag_and_merges_the_config() {
     );
     assert_eq!(
         m["annotations"]["org.opencontainers.image.base.digest"],
-        image_rebase::digest::Digest::of(&v2).as_str()
+        image_rebase::oci::digest::Digest::of(&v2).as_str()
     );
 }
 
@@ -195,7 +195,7 @@ fn annotations_written_by_another_tool_then_by_us() {
         push_image layout base-v1 $REGISTRY/library/base:stable",
     );
     let (v1, _) = reg.manifest("library/base:stable").unwrap();
-    let v1_digest = image_rebase::digest::Digest::of(&v1);
+    let v1_digest = image_rebase::oci::digest::Digest::of(&v1);
     sh(
         &reg,
         work.path(),
@@ -469,7 +469,7 @@ fn default_registry_and_non_direct_bases() {
 #[test]
 fn an_annotated_base_no_registry_has_falls_back_to_the_label() {
     // podman with its layer cache writes the digest of a local intermediate image.
-    let local = image_rebase::digest::Digest::of(b"a local intermediate image");
+    let local = image_rebase::oci::digest::Digest::of(b"a local intermediate image");
     let annotations = format!(
         "--annotation org.opencontainers.image.base.name=$REGISTRY/base:latest \
          --annotation org.opencontainers.image.base.digest={local}"

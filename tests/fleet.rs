@@ -6,7 +6,7 @@ mod common;
 
 use common::own::*;
 use common::*;
-use image_rebase::digest::Digest;
+use image_rebase::oci::digest::Digest;
 use image_rebase::registry::{Client, Options};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};

@@ -4,7 +4,7 @@
 //! against a tiny scripted HTTP/1.1 server on loopback (first half of this file) and
 //! check its exit status, its messages and the requests the server saw (second half).
 
-use image_rebase::digest::Digest;
+use image_rebase::oci::digest::Digest;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};

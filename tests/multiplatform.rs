@@ -185,7 +185,7 @@ fn three_platforms_with_an_attestation() {
         format!(
             "{}/team/app@{}",
             reg.addr,
-            image_rebase::digest::Digest::of(&bytes)
+            image_rebase::oci::digest::Digest::of(&bytes)
         )
     );
     assert_eq!(idx["mediaType"], "application/vnd.oci.image.index.v1+json");
@@ -366,7 +366,7 @@ fn index_app_on_single_manifest_bases_and_index_digest_old_base() {
     let (ix, _) = reg.manifest("library/base:index").unwrap();
     let by_digest = reg.r(&format!(
         "library/base@{}",
-        image_rebase::digest::Digest::of(&ix)
+        image_rebase::oci::digest::Digest::of(&ix)
     ));
     let out = run(
         &[

@@ -68,7 +68,7 @@ fn edits_made_with_jq_between_steps_are_honoured() {
     let (bytes, manifest) = reg.manifest("app:edited").unwrap();
     assert_eq!(manifest["config"]["digest"], out["pushed"]["config_digest"]);
     assert_eq!(
-        image_rebase::digest::Digest::of(&bytes).as_str(),
+        image_rebase::oci::digest::Digest::of(&bytes).as_str(),
         out["pushed"]["digest"]
     );
     // Manifest annotations survive the rebase.
@@ -296,7 +296,7 @@ fn a_manifest_or_config_over_4_mib_is_refused() {
     let mut big = br#"{"pad":""#.to_vec();
     big.extend(std::iter::repeat_n(b'x', 4 * 1024 * 1024));
     big.extend(br#""}"#);
-    let digest = image_rebase::digest::Digest::of(&big);
+    let digest = image_rebase::oci::digest::Digest::of(&big);
     client.upload_blob(&reg.addr, "big", &digest, &big).unwrap();
     let manifest = serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -360,7 +360,7 @@ fn a_stale_document_does_not_overwrite_what_the_tag_holds_now() {
     assert_ne!(now, theirs);
     assert_eq!(
         out["pushed"]["digest"],
-        image_rebase::digest::Digest::of(&reg.manifest("app:1").unwrap().0).as_str()
+        image_rebase::oci::digest::Digest::of(&reg.manifest("app:1").unwrap().0).as_str()
     );
 }
 

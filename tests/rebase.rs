@@ -104,7 +104,10 @@ fn oci_rebase_mounts_across_repositories_and_matches_the_pipeline() {
     // The tag points at what was printed.
     let (bytes, manifest) = reg.manifest("team/app:rebased").unwrap();
     let digest = printed.split('@').nth(1).unwrap();
-    assert_eq!(image_rebase::digest::Digest::of(&bytes).as_str(), digest);
+    assert_eq!(
+        image_rebase::oci::digest::Digest::of(&bytes).as_str(),
+        digest
+    );
     assert_eq!(
         manifest["mediaType"]
             .as_str()
@@ -310,7 +313,7 @@ fn source_by_digest_is_pushed_by_digest_and_tag_defaults_to_the_image_tag() {
     let f = fixture("", "app");
     let reg = &f.reg;
     let (bytes, _) = reg.manifest("app:1").unwrap();
-    let digest = image_rebase::digest::Digest::of(&bytes);
+    let digest = image_rebase::oci::digest::Digest::of(&bytes);
     let by_digest = reg.r(&format!("app@{digest}"));
     let tags_before = tags(reg, "app");
     let out = ok(
@@ -351,7 +354,7 @@ fn source_by_digest_is_pushed_by_digest_and_tag_defaults_to_the_image_tag() {
     assert_eq!(out.trim(), printed);
     let (now, _) = reg.manifest("app:1").unwrap();
     assert_eq!(
-        image_rebase::digest::Digest::of(&now).as_str(),
+        image_rebase::oci::digest::Digest::of(&now).as_str(),
         printed.split('@').nth(1).unwrap()
     );
 }
@@ -404,7 +407,7 @@ fn images_pushed_by_our_own_client_with_classic_history() {
     assert!(out.starts_with(&reg.r("own/app@sha256:")));
     let all_layers: Vec<String> = [&l1, &l2, &la]
         .iter()
-        .map(|l| image_rebase::digest::Digest::of(&l.gz).to_string())
+        .map(|l| image_rebase::oci::digest::Digest::of(&l.gz).to_string())
         .collect();
     assert_no_layer_traffic(&reg, mark, &all_layers);
     let (_, got) = reg.manifest("own/app:rebased").unwrap();

@@ -4,7 +4,7 @@
 //! `credsStore`, then `auths.<host>` (`auth`, `username`/`password`, `identitytoken`).
 
 use super::secret::Secret;
-use crate::reference::DOCKER_HUB;
+use crate::oci::reference::DOCKER_HUB;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use serde_json::Value;

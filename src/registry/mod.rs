@@ -15,9 +15,9 @@ pub use error::{ConnectError, ConnectKind, RegistryError};
 pub use push::{Blob, Placed, Push, PushReport};
 pub use session::{Options, Transport};
 
-use crate::digest::Digest;
-use crate::media;
-use crate::reference::{Reference, check_repository, check_tag};
+use crate::oci::digest::Digest;
+use crate::oci::media;
+use crate::oci::reference::{Reference, check_repository, check_tag};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

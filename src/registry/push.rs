@@ -6,7 +6,7 @@
 //! tag to write, and whether it may be written, is the caller's decision.
 
 use super::{Client, Mount, RegistryError};
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 use anyhow::{Context, Result, bail};
 
 /// A blob the manifest lists, and where it can be found.

@@ -7,7 +7,7 @@ use super::credentials::{Found, Sources};
 use super::error::{ConnectError, ConnectKind, status_error};
 use super::http::{Http, drain, read_limited};
 use super::secret::Secret;
-use crate::reference::is_loopback_host;
+use crate::oci::reference::is_loopback_host;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -127,7 +127,7 @@ impl Transport {
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
-        let host = if registry == crate::reference::DOCKER_HUB {
+        let host = if registry == crate::oci::reference::DOCKER_HUB {
             "registry-1.docker.io"
         } else {
             registry

@@ -351,7 +351,7 @@ pub fn assert_no_layer_traffic(reg: &Registry, mark: usize, layers: &[String]) {
 /// `docker build` history text, layers made by GNU tar.
 pub mod own {
     use super::*;
-    use image_rebase::digest::Digest;
+    use image_rebase::oci::digest::Digest;
     use image_rebase::registry::{Client, Options};
     use serde_json::json;
 

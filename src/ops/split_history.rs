@@ -1,7 +1,7 @@
-use crate::cli::SplitArgs;
-use crate::doc::{Document, Role, Unit};
+use crate::cli::args::SplitArgs;
+use crate::document::{Document, Role, Unit};
 use crate::error::NotBased;
-use crate::split::{self, Parts};
+use crate::image::split::{self, Parts};
 use anyhow::{Context, Result};
 
 /// Finds the split: at the old base when the document has one, else `--layers`, else at

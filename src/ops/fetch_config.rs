@@ -1,6 +1,6 @@
-use crate::digest::Digest;
-use crate::doc::{Document, ImageSection, Role, Unit};
+use crate::document::{Document, ImageSection, Role, Unit};
 use crate::image;
+use crate::oci::digest::Digest;
 use crate::registry::{Client, MAX_JSON_BYTES};
 use anyhow::{Context, Result};
 

@@ -4,7 +4,7 @@
 //! merge per key, `ExposedPorts` and `Volumes` per entry. When the old base's config is
 //! not at hand, the image's own changes are read from its history. Pure logic.
 
-use crate::history::{self, Instruction};
+use crate::image::history::{self, Instruction};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 

@@ -1,8 +1,8 @@
-use crate::doc::{Document, ResultSection, Role, Target, Unit};
+use crate::document::{Document, ResultSection, Role, Target, Unit};
 use crate::image;
-use crate::merge::Ancestor;
-use crate::splice::BaseInfo;
-use crate::split::{self, Parts};
+use crate::image::merge::Ancestor;
+use crate::image::splice::BaseInfo;
+use crate::image::split::{self, Parts};
 use anyhow::{Context, Result};
 use serde_json::Map;
 
@@ -66,12 +66,12 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
             top: top_history,
         },
     };
-    let mut name = crate::reference::Reference::parse(&new.reference)?;
+    let mut name = crate::oci::reference::Reference::parse(&new.reference)?;
     if name.tag.is_some() {
         name.digest = None;
     }
     let name = name.to_string();
-    let spliced = crate::splice::splice(
+    let spliced = crate::image::splice::splice(
         ip,
         &image.media_type,
         np,

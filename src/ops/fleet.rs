@@ -3,12 +3,12 @@
 //! token per registry, bases fetched once, blobs mounted once per repository). One JSON
 //! line per image on `out`; one failure never stops the others.
 
-use crate::cli::{Global, RebaseArgs};
-use crate::cmd::parse_reference;
-use crate::cmd::rebase::{Spec, final_pushed, rebase};
-use crate::doc::Document;
+use crate::cli::args::{Global, RebaseArgs};
+use crate::document::Document;
 use crate::error::NotBased;
-use crate::platform::Platform;
+use crate::oci::platform::Platform;
+use crate::ops::parse_reference;
+use crate::ops::rebase::{Spec, final_pushed, rebase};
 use crate::registry::Client;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -176,9 +176,9 @@ fn shown(line: &str) -> String {
                 .find_map(|k| v.get(k)?.as_str().map(str::to_string))
         });
     match image {
-        Some(image) => crate::reference::redact(&image),
+        Some(image) => crate::oci::reference::redact(&image),
         None if line.starts_with('{') => "(not a valid list entry)".to_string(),
-        None => crate::reference::redact(line),
+        None => crate::oci::reference::redact(line),
     }
 }
 
@@ -252,7 +252,7 @@ pub fn run(
     }
     Platform::parse_list(&args.platform)?;
     if let Some(t) = &args.push.tag {
-        crate::reference::check_tag(t)?;
+        crate::oci::reference::check_tag(t)?;
     }
     let text = read_list(path)?;
     let lines: Vec<(usize, &str)> = text

@@ -1,6 +1,6 @@
 //! The command line: global options and one subcommand per step.
 
-use crate::doc::Role;
+use crate::document::Role;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]

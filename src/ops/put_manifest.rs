@@ -1,13 +1,13 @@
-use crate::cli::PushArgs;
-use crate::digest::Digest;
-use crate::doc::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
+use crate::cli::args::PushArgs;
+use crate::document::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
 use crate::image;
-use crate::index::{self, Child};
-use crate::media::Family;
-use crate::platform::Platform;
-use crate::reference::{Reference, check_tag};
+use crate::image::index::{self, Child};
+use crate::image::splice::finalize;
+use crate::oci::digest::Digest;
+use crate::oci::media::Family;
+use crate::oci::platform::Platform;
+use crate::oci::reference::{Reference, check_tag};
 use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport};
-use crate::splice::finalize;
 use anyhow::{Context, Result, bail};
 use serde_json::Map;
 
@@ -127,7 +127,7 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
         .iter()
         .filter_map(|p| p.unit.result.as_ref())
         .find_map(|r| r.manifest.get("annotations"));
-    let oci = ix.media_type == crate::media::OCI_INDEX;
+    let oci = ix.media_type == crate::oci::media::OCI_INDEX;
     let new = index::build(&ix.manifest, oci, &children, args.keep_attestations, base)?;
     let target = Target {
         registry: ix.registry.clone(),

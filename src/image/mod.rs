@@ -1,6 +1,13 @@
 //! Reading the parts of a manifest and a config that a rebase works on, and the checks
 //! every valid image passes. Pure functions on JSON values; no I/O.
 
+pub mod detect;
+pub mod history;
+pub mod index;
+pub mod merge;
+pub mod splice;
+pub mod split;
+
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 

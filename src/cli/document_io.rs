@@ -1,6 +1,6 @@
 //! Reading and writing the document on stdin and stdout.
 
-use crate::doc::Document;
+use crate::document::Document;
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Read, Write};
 

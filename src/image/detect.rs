@@ -1,8 +1,8 @@
 //! Finding the old and new base of an image by itself: the OCI base annotations on its
 //! manifest, or the `LABEL FROM=<base>` convention in its config. Pure logic.
 
-use crate::doc::ImageSection;
-use crate::reference::Reference;
+use crate::document::ImageSection;
+use crate::oci::reference::Reference;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
@@ -106,8 +106,8 @@ mod tests {
             registry: "reg.example:5000".into(),
             repository: "team/app".into(),
             tag: Some("1".into()),
-            digest: crate::digest::Digest::of(b"m"),
-            media_type: crate::media::OCI_MANIFEST.into(),
+            digest: crate::oci::digest::Digest::of(b"m"),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
             size: 1,
             manifest,
             config: Some(json!({"config": {"Labels": labels}})),

@@ -2,9 +2,9 @@
 //! platform pointing at its new manifest, attestations (which describe the old image) left
 //! out unless kept, and for an OCI index the new base's annotations. Pure logic.
 
-use crate::detect::{BASE_DIGEST, BASE_NAME};
-use crate::digest::Digest;
-use crate::platform::{Platform, is_attestation};
+use crate::image::detect::{BASE_DIGEST, BASE_NAME};
+use crate::oci::digest::Digest;
+use crate::oci::platform::{Platform, is_attestation};
 use anyhow::Result;
 use serde_json::{Value, json};
 

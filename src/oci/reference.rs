@@ -2,7 +2,7 @@
 //! `[registry[:port]/]repository[:tag][@sha256:...]`, `docker.io` and `library/` by
 //! default, `latest` when neither tag nor digest is given.
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 use anyhow::{Context, Result, bail};
 use std::fmt;
 

@@ -1,12 +1,12 @@
 //! Building the rebased manifest and config from the image's top part and the new base.
 //! Pure logic: JSON in, JSON and bytes out.
 
-use crate::digest::Digest;
-use crate::doc::Split;
+use crate::document::Split;
 use crate::image;
-use crate::media::Family;
-use crate::merge::{self, Ancestor, Report};
-use crate::split::Parts;
+use crate::image::merge::{self, Ancestor, Report};
+use crate::image::split::Parts;
+use crate::oci::digest::Digest;
+use crate::oci::media::Family;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
@@ -85,8 +85,8 @@ pub fn splice(
     match family {
         Family::Oci => {
             let annotations = image::object_mut(&mut manifest, "annotations")?;
-            annotations.insert(crate::detect::BASE_NAME.into(), json!(base.name));
-            annotations.insert(crate::detect::BASE_DIGEST.into(), json!(base.digest));
+            annotations.insert(crate::image::detect::BASE_NAME.into(), json!(base.name));
+            annotations.insert(crate::image::detect::BASE_DIGEST.into(), json!(base.digest));
         }
         Family::Docker => notes.push(
             "Docker schema 2 manifests have no annotations: the new base is not recorded in the image \
@@ -172,8 +172,8 @@ pub fn finalize(manifest: &Value, config: &Value) -> Result<Finalized> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{DOCKER_MANIFEST, OCI_MANIFEST};
-    use crate::split::{by_old_base, tests::img};
+    use crate::image::split::{by_old_base, tests::img};
+    use crate::oci::media::{DOCKER_MANIFEST, OCI_MANIFEST};
 
     fn splice(
         image: Parts,

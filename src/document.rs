@@ -2,10 +2,10 @@
 //! replaces its own section and passes every other field through untouched, so users
 //! can inspect and edit it with jq between steps. Documented in image-rebase(1).
 
-use crate::digest::Digest;
 use crate::json;
-use crate::platform::Platform;
-use crate::reference::{Reference, check_registry, check_repository, check_tag};
+use crate::oci::digest::Digest;
+use crate::oci::platform::Platform;
+use crate::oci::reference::{Reference, check_registry, check_repository, check_tag};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -1,6 +1,6 @@
 //! Finding where an image divides into its base part and its own part. Pure logic.
 
-use crate::doc::Split;
+use crate::document::Split;
 use crate::error::NotBased;
 use crate::image;
 use anyhow::{Context, Result};
@@ -115,7 +115,7 @@ pub fn by_label(image: Parts, name: &str) -> Result<Split> {
     image::check_consistent("the image", image.manifest, image.config)
         .map_err(|e| not_based(format!("{e:#}")))?;
     let history = image::history_slice(image.config);
-    let Some((index, _)) = crate::history::find_label(history, name) else {
+    let Some((index, _)) = crate::image::history::find_label(history, name) else {
         return Err(not_based(format!(
             "no history entry of the image sets the label {name:?}, so the split cannot be found by label; \
              name the old base with --old-base, or count the image's own history entries with --layers"

@@ -1,11 +1,11 @@
-use crate::cli::{Global, PushArgs, RebaseArgs, SplitArgs};
-use crate::cmd::{
+use crate::cli::args::{Global, PushArgs, RebaseArgs, SplitArgs};
+use crate::document::{Document, ImageSection, Pushed, Role, Unit};
+use crate::oci::platform::Platform;
+use crate::oci::reference::{Reference, check_tag};
+use crate::ops::{
     fetch_config, fetch_manifest, note_skipped, notes_of, parse_reference, print_notes,
     put_manifest, splice, split_history,
 };
-use crate::doc::{Document, ImageSection, Pushed, Role, Unit};
-use crate::platform::Platform;
-use crate::reference::{Reference, check_tag};
 use crate::registry::Client;
 use anyhow::Result;
 use std::io::Write;
@@ -235,7 +235,7 @@ fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
     }
     if let Some(pushed) = &unit.pushed {
         let digests =
-            |v: &[crate::digest::Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+            |v: &[crate::oci::digest::Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
         writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
         writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
         writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;

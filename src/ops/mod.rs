@@ -10,11 +10,11 @@ pub mod rebase;
 pub mod splice;
 pub mod split_history;
 
-use crate::cli::{Cli, Command, Global};
-use crate::doc::Document;
-use crate::io::{read_document, write_document};
-use crate::platform::Platform;
-use crate::reference::Reference;
+use crate::cli::args::{Cli, Command, Global};
+use crate::cli::document_io::{read_document, write_document};
+use crate::document::Document;
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
 use crate::registry::credentials::{Credential, Found, Sources};
 use crate::registry::secret::Secret;
 use crate::registry::{Client, Options};

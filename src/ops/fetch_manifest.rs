@@ -1,12 +1,12 @@
-use crate::cmd::fetch_config;
-use crate::detect;
-use crate::doc::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
+use crate::document::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
 use crate::error::NotBased;
-use crate::media::{self, Family};
-use crate::platform::{Platform, is_attestation};
-use crate::reference::Reference;
+use crate::image::detect;
+use crate::image::split::{self, Parts};
+use crate::oci::media::{self, Family};
+use crate::oci::platform::{Platform, is_attestation};
+use crate::oci::reference::Reference;
+use crate::ops::fetch_config;
 use crate::registry::Client;
-use crate::split::{self, Parts};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
 
@@ -151,7 +151,7 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
                 .cloned()
                 .unwrap_or_default();
             for d in &descriptors {
-                let digest: crate::digest::Digest = d
+                let digest: crate::oci::digest::Digest = d
                     .get("digest")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
