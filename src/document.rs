@@ -101,7 +101,7 @@ pub struct Skipped {
 }
 
 /// The three images a rebase reads, by the role they play.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Image,
     OldBase,
@@ -361,6 +361,53 @@ impl Document {
         } else {
             vec![(None, &mut self.unit)]
         }
+    }
+
+    /// The notes of every result of the document (each platform's, prefixed with it).
+    pub fn result_notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .unit
+            .result
+            .iter()
+            .flat_map(|r| r.notes.clone())
+            .collect();
+        for p in &self.platforms {
+            for note in p.unit.result.iter().flat_map(|r| &r.notes) {
+                notes.push(format!("{}: {note}", p.platform));
+            }
+        }
+        notes
+    }
+
+    /// Which entries of an index are not rebased, and why (attestations left out:
+    /// put-manifest reports those when it leaves them out of the new index).
+    pub fn skipped_notes(&self) -> Vec<String> {
+        self.index
+            .iter()
+            .flat_map(|ix| &ix.skipped)
+            .filter(|s| s.reason != "attestation")
+            .map(|s| {
+                let what = s.platform.as_deref().unwrap_or("an entry");
+                format!("not rebasing {what} ({}): {}", s.digest, s.reason)
+            })
+            .collect()
+    }
+
+    /// The registries the user named: the image's, the bases given as arguments, and the
+    /// targets. --username credentials go to these only, never to a registry that a label
+    /// or annotation inside an image points at.
+    pub fn named_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.index.iter().map(|ix| ix.registry.clone()).collect();
+        for unit in std::iter::once(&self.unit).chain(self.platforms.iter().map(|p| &p.unit)) {
+            hosts.extend(unit.image.iter().map(|s| s.registry.clone()));
+            for s in [&unit.old_base, &unit.new_base].into_iter().flatten() {
+                if s.found_by.as_deref() == Some("argument") {
+                    hosts.push(s.registry.clone());
+                }
+            }
+            hosts.extend(unit.result.iter().map(|r| r.target.registry.clone()));
+        }
+        hosts
     }
 
     /// Parses a document, checking its version.

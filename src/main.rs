@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
-    match image_rebase::ops::run(cli, &mut out, &mut err) {
+    match image_rebase::cli::run(cli, &mut out, &mut err) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),
         Err(err) => {

@@ -1,6 +1,7 @@
 //! The command line: global options and one subcommand per step.
 
 use crate::document::Role;
+use crate::ops::{PushOptions, SplitOptions};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -80,7 +81,7 @@ pub struct FetchManifestArgs {
     pub reference: Option<String>,
     /// The role of this image in the rebase
     #[arg(long = "as", value_enum, default_value = "image")]
-    pub role: Role,
+    pub role: RoleArg,
     /// The label that names the new base when no reference is given
     #[arg(long, value_name = "NAME", default_value = "FROM")]
     pub label: String,
@@ -118,11 +119,6 @@ pub struct PushArgs {
     /// Keep attestation entries of the index (they describe the old image) in the new index
     #[arg(long)]
     pub keep_attestations: bool,
-    /// Not an option: the image's manifest was fetched by this process moments ago, so
-    /// its own tag is known to hold it (the porcelain). A document from stdin may be
-    /// stale: put-manifest asks the registry what the tag holds now.
-    #[arg(skip)]
-    pub image_is_current: bool,
 }
 
 #[derive(Debug, Args)]
@@ -172,4 +168,44 @@ pub struct RebaseArgs {
     pub split: SplitArgs,
     #[command(flatten)]
     pub push: PushArgs,
+}
+
+/// `--as`: the role of a fetched image (the document's `Role`, as the command line spells it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    Image,
+    OldBase,
+    NewBase,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Image => Role::Image,
+            RoleArg::OldBase => Role::OldBase,
+            RoleArg::NewBase => Role::NewBase,
+        }
+    }
+}
+
+impl From<&SplitArgs> for SplitOptions {
+    fn from(a: &SplitArgs) -> SplitOptions {
+        SplitOptions {
+            label: a.label.clone(),
+            layers: a.layers,
+        }
+    }
+}
+
+impl From<&PushArgs> for PushOptions {
+    fn from(a: &PushArgs) -> PushOptions {
+        PushOptions {
+            tag: a.tag.clone(),
+            force: a.force,
+            dry_run: a.dry_run,
+            single: a.single,
+            keep_attestations: a.keep_attestations,
+            image_is_current: false,
+        }
+    }
 }

@@ -1,4 +1,219 @@
-//! The command line: the only code that knows clap, stdin, stdout, stderr and the terminal.
+//! The command line: the only code that knows clap, stdin, stdout, stderr and the
+//! terminal. Each subcommand reads its input, builds the options of its operation, runs it
+//! and writes the document (or the result) and the notes.
 
 pub mod args;
 pub mod document_io;
+mod fleet;
+mod plan;
+
+use crate::document::Document;
+use crate::oci::platform::Platform;
+use crate::oci::reference::{Reference, check_registry};
+use crate::ops::rebase::{Spec, final_pushed, rebase};
+use crate::ops::{fetch_config, fetch_manifest, put_manifest, splice, split_history};
+use crate::registry::credentials::{Credential, Found, Sources};
+use crate::registry::secret::Secret;
+use crate::registry::{Client, Options};
+use anyhow::{Context, Result, bail};
+use args::{Cli, Command, Global, RebaseArgs};
+use document_io::{read_document, write_document};
+use std::io::{BufRead, Write};
+
+/// The environment variable that holds the password for --username.
+pub const PASSWORD_ENV: &str = "IMAGE_REBASE_PASSWORD";
+
+/// Runs the command line, writing results to `out` and notes to `err`.
+pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
+    let g = &cli.global;
+    if let Some(registry) = &g.registry {
+        check_registry(registry).map_err(|_| {
+            anyhow::anyhow!("invalid --registry {registry:?}: expected HOST or HOST:PORT")
+        })?;
+    }
+    match cli.command {
+        Command::FetchManifest(args) => {
+            let reference = args
+                .reference
+                .as_deref()
+                .map(|r| parse_reference(g, r))
+                .transpose()?;
+            let platforms = Platform::parse_list(&args.platform)?;
+            let explicit = explicit_credential(g, false)?;
+            let mut doc = read_document("fetch-manifest", true)?;
+            let hosts = doc.named_hosts().into_iter();
+            let hosts = hosts.chain(reference.as_ref().map(|r| r.registry.clone()));
+            let client = client(g, explicit, hosts, false)?;
+            let opts = fetch_manifest::Options {
+                label: &args.label,
+                platforms: &platforms,
+                annotation_failed: None,
+            };
+            let notes = fetch_manifest::step(
+                &client,
+                &mut doc,
+                args.role.into(),
+                reference.as_ref(),
+                &opts,
+            )?;
+            print_notes(err, &doc.skipped_notes())?;
+            print_notes(err, &notes)?;
+            write_document(&doc, out)
+        }
+        Command::FetchConfig => {
+            with_client(g, "fetch-config", out, |client, doc| {
+                fetch_config::step(client, doc)?;
+                Ok(vec![])
+            })?;
+            Ok(())
+        }
+        Command::SplitHistory(args) => {
+            let mut doc = read_document("split-history", false)?;
+            split_history::step(&mut doc, &(&args).into())?;
+            write_document(&doc, out)
+        }
+        Command::Splice => {
+            let mut doc = read_document("splice", false)?;
+            splice::step(&mut doc)?;
+            print_notes(err, &doc.result_notes())?;
+            write_document(&doc, out)
+        }
+        Command::PutManifest(args) => {
+            let opts = (&args.push).into();
+            let notes = with_client(g, "put-manifest", out, |client, doc| {
+                put_manifest::step(client, doc, &opts)
+            });
+            notes.and_then(|notes| print_notes(err, &notes))
+        }
+        Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
+        Command::Rebase(args) => rebase_one(g, &args, out, err),
+    }
+}
+
+/// A plumbing step that talks to registries: reads the document, runs `step` with a
+/// client for the registries the document names, writes the document; the step's notes
+/// back.
+fn with_client(
+    g: &Global,
+    command: &str,
+    out: &mut impl Write,
+    step: impl FnOnce(&Client, &mut Document) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let explicit = explicit_credential(g, false)?;
+    let mut doc = read_document(command, false)?;
+    let client = client(g, explicit, doc.named_hosts(), false)?;
+    let notes = step(&client, &mut doc)?;
+    write_document(&doc, out)?;
+    Ok(notes)
+}
+
+/// The porcelain for one image: `repo@digest` on `out` (or, with --dry-run, the plan).
+fn rebase_one(
+    g: &Global,
+    args: &RebaseArgs,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<()> {
+    // Every argument is checked before the first request.
+    let image = args
+        .image
+        .as_deref()
+        .expect("clap requires an image without --from-file");
+    let parse = |r: Option<&String>| r.map(|r| parse_reference(g, r)).transpose();
+    let spec = Spec {
+        image: parse_reference(g, image)?,
+        old_base: parse(args.old_base.as_ref())?,
+        new_base: parse(args.new_base.as_ref())?,
+        platforms: Platform::parse_list(&args.platform)?,
+        split: (&args.split).into(),
+        push: (&args.push).into(),
+    };
+    let explicit = explicit_credential(g, true)?;
+    let client = client(g, explicit, spec.named_hosts(), false)?;
+    let mut notes = Vec::new();
+    let result = rebase(&client, &spec, &mut notes);
+    print_notes(err, &notes)?;
+    let doc = result?;
+    if args.push.dry_run {
+        return plan::plan(&doc, out);
+    }
+    writeln!(out, "{}", final_pushed(&doc).reference)?;
+    Ok(())
+}
+
+/// Writes notes for the user, one a line.
+fn print_notes(err: &mut impl Write, notes: &[String]) -> Result<()> {
+    for note in notes {
+        writeln!(err, "image-rebase: note: {note}")?;
+    }
+    Ok(())
+}
+
+/// Parses a reference given on the command line, with `--registry` as the default host.
+fn parse_reference(g: &Global, s: &str) -> Result<Reference> {
+    Reference::parse_with_default(s, g.registry.as_deref())
+}
+
+/// The credential given with --username (password from --password-stdin or
+/// IMAGE_REBASE_PASSWORD), checking the global options first. `stdin_is_free`: the command
+/// reads no document or list on stdin, so --password-stdin may take it.
+fn explicit_credential(g: &Global, stdin_is_free: bool) -> Result<Option<Found>> {
+    if g.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    let password = if g.password_stdin {
+        if !stdin_is_free {
+            bail!(
+                "--password-stdin cannot be used here: stdin carries this command's input (a document or a list); set {PASSWORD_ENV} instead"
+            );
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            bail!("--password-stdin: stdin held no password");
+        }
+        Some(Secret::new(line))
+    } else {
+        std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Secret::new)
+    };
+    match (&g.username, password) {
+        (Some(username), Some(password)) => Ok(Some(Found {
+            credential: Credential::Basic {
+                username: username.clone(),
+                password,
+            },
+            source: "the command line".to_string(),
+        })),
+        (Some(_), None) => {
+            bail!("--username needs a password: give --password-stdin or set {PASSWORD_ENV}")
+        }
+        (None, Some(_)) if g.password_stdin => bail!("--password-stdin needs --username"),
+        (None, _) => Ok(None),
+    }
+}
+
+/// A registry client for the global options. The explicit credential goes to
+/// `named_hosts` only (the registries the user named); `cache_tags`: bases fetched by tag
+/// are fetched once for the whole run (fleet mode).
+fn client(
+    g: &Global,
+    explicit: Option<Found>,
+    named_hosts: impl IntoIterator<Item = String>,
+    cache_tags: bool,
+) -> Result<Client> {
+    Client::new(Options {
+        insecure: g.insecure,
+        verbose: g.verbose,
+        ca_cert: g.ca_cert.clone(),
+        timeout: std::time::Duration::from_secs(g.timeout),
+        credentials: Sources::from_env(explicit, named_hosts),
+        cache_tags,
+    })
+}

@@ -1,4 +1,3 @@
-use crate::cli::args::PushArgs;
 use crate::document::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
 use crate::image;
 use crate::image::index::{self, Child};
@@ -7,6 +6,7 @@ use crate::oci::digest::Digest;
 use crate::oci::media::Family;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
+use crate::ops::PushOptions;
 use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport};
 use anyhow::{Context, Result, bail};
 use serde_json::Map;
@@ -18,7 +18,7 @@ use serde_json::Map;
 /// `--force`. An up-to-date result writes nothing, or only the tag when it differs. For a
 /// multi-platform image each platform's manifest is pushed by digest, then the new index
 /// under the tag. Returns notes for the user.
-pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Vec<String>> {
+pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
     if let Some(t) = &args.tag {
         check_tag(t)?;
     }
@@ -44,7 +44,7 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Vec<
 }
 
 /// Pushes one single-platform result to `target`.
-fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushArgs) -> Result<Pushed> {
+fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushOptions) -> Result<Pushed> {
     let result = unit
         .result
         .as_ref()
@@ -60,7 +60,7 @@ fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushArgs) -> 
     }
 }
 
-fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Vec<String>> {
+fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
     let ix = doc.index.clone().expect("an index document");
     if args.single {
         let [only] = doc.platforms.as_mut_slice() else {
@@ -90,7 +90,7 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushArgs) -> Result<Ve
         return Ok(vec![]);
     }
     // Each platform by digest: the index refers to them.
-    let by_digest = PushArgs {
+    let by_digest = PushOptions {
         tag: None,
         force: false,
         ..args.clone()
@@ -290,7 +290,7 @@ fn push(
     doc: &Unit,
     result: &ResultSection,
     target: &Target,
-    args: &PushArgs,
+    args: &PushOptions,
 ) -> Result<Pushed> {
     let family = Family::of_manifest(&result.media_type).context("the result's media_type")?;
     image::check_consistent("the result", &result.manifest, &result.config)?;
@@ -363,7 +363,7 @@ fn record(pushed: &mut Pushed, report: PushReport) {
 
 /// The image is already on the new base: nothing to write unless the target is another
 /// tag, which then gets the image's own manifest bytes.
-fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushArgs) -> Result<Pushed> {
+fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Result<Pushed> {
     let image = doc.require(Role::Image)?;
     let (config_digest, _) = image::config_descriptor(&image.manifest)?;
     let config_digest: Digest = config_digest.parse()?;
@@ -487,7 +487,7 @@ fn check_target(
 
 /// What the image's own tag holds, when that is known without asking: the porcelain
 /// fetched the image moments ago. A document from stdin may be stale: then None.
-fn own_tag_digest(image: &ImageSection, target: &Target, args: &PushArgs) -> Option<Digest> {
+fn own_tag_digest(image: &ImageSection, target: &Target, args: &PushOptions) -> Option<Digest> {
     let own_tag = target.tag.is_some()
         && target.tag == image.tag
         && target.registry == image.registry

@@ -1,20 +1,20 @@
-use crate::cli::args::SplitArgs;
 use crate::document::{Document, Role, Unit};
 use crate::error::NotBased;
 use crate::image::split::{self, Parts};
+use crate::ops::SplitOptions;
 use anyhow::{Context, Result};
 
 /// Finds the split: at the old base when the document has one, else `--layers`, else at
 /// the history entry that set the label. When the document has the new base and
 /// the image is already on it, the split is marked up to date.
-pub fn step(doc: &mut Document, args: &SplitArgs) -> Result<()> {
+pub fn step(doc: &mut Document, args: &SplitOptions) -> Result<()> {
     if let Some(ix) = doc.index.as_mut() {
         ix.pushed = None;
     }
     doc.for_each_unit(|unit| unit_step(unit, args))
 }
 
-fn unit_step(doc: &mut Unit, args: &SplitArgs) -> Result<()> {
+fn unit_step(doc: &mut Unit, args: &SplitOptions) -> Result<()> {
     let image = doc.require(Role::Image)?;
     let ip = Parts {
         manifest: &image.manifest,

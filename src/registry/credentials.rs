@@ -42,8 +42,12 @@ impl Found {
 /// Where credentials come from.
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
-    /// Given on the command line or in the environment; used for every registry.
+    /// Given on the command line or in the environment; used for `explicit_hosts` only.
     pub explicit: Option<Found>,
+    /// The registries the user named (the image's, bases given by reference, targets):
+    /// the only ones the explicit credential goes to, never one that a label or an
+    /// annotation inside an image points at. None when empty.
+    pub explicit_hosts: std::collections::BTreeSet<String>,
     /// Config files to look in, in order.
     pub files: Vec<PathBuf>,
 }
@@ -51,7 +55,10 @@ pub struct Sources {
 impl Sources {
     /// The files the environment points at: `$REGISTRY_AUTH_FILE`, then
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
-    pub fn from_env(explicit: Option<Found>) -> Sources {
+    pub fn from_env(
+        explicit: Option<Found>,
+        explicit_hosts: impl IntoIterator<Item = String>,
+    ) -> Sources {
         let mut files = Vec::new();
         if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
             files.push(PathBuf::from(f));
@@ -61,13 +68,18 @@ impl Sources {
         } else if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             files.push(Path::new(&home).join(".docker/config.json"));
         }
-        Sources { explicit, files }
+        Sources {
+            explicit,
+            explicit_hosts: explicit_hosts.into_iter().collect(),
+            files,
+        }
     }
 
     /// The credential for `registry`, if any source has one. The explicit credential is
-    /// used only where `explicit_allowed` (a registry the user named).
-    pub fn lookup(&self, registry: &str, explicit_allowed: bool) -> Result<Option<Found>> {
-        if let Some(e) = self.explicit.as_ref().filter(|_| explicit_allowed) {
+    /// used only for the registries the user named.
+    pub fn lookup(&self, registry: &str) -> Result<Option<Found>> {
+        let named = self.explicit_hosts.contains(registry);
+        if let Some(e) = self.explicit.as_ref().filter(|_| named) {
             return Ok(Some(e.clone()));
         }
         for file in &self.files {
@@ -293,13 +305,22 @@ mod tests {
             source: "the command line".into(),
         };
         let sources = Sources {
-            explicit: Some(explicit),
+            explicit: Some(explicit.clone()),
+            explicit_hosts: ["reg.example".to_string()].into(),
             files: vec![],
         };
-        assert!(sources.lookup("reg.example", true).unwrap().is_some());
+        assert!(sources.lookup("reg.example").unwrap().is_some());
         assert!(
-            sources.lookup("attacker.example", false).unwrap().is_none(),
+            sources.lookup("attacker.example").unwrap().is_none(),
             "not to a host the user did not name"
+        );
+        let closed = Sources {
+            explicit: Some(explicit),
+            ..Sources::default()
+        };
+        assert!(
+            closed.lookup("reg.example").unwrap().is_none(),
+            "no named host: nowhere"
         );
     }
 

@@ -394,11 +394,6 @@ impl Client {
         Ok(())
     }
 
-    /// Limits --username credentials to the registries the user named.
-    pub fn limit_explicit_credentials(&self, hosts: impl IntoIterator<Item = String>) {
-        self.transport.limit_explicit_credentials(hosts)
-    }
-
     /// Declares the scopes an operation will need on `registry`, so that one token covers
     /// them all (target first).
     pub fn want_scopes(&self, registry: &str, scopes: &[String]) -> Result<()> {

@@ -61,8 +61,6 @@ pub struct Transport {
     http: Http,
     options: Options,
     registries: Mutex<HashMap<String, PingCell>>,
-    /// The registries that --username credentials may go to (all when `None`).
-    explicit_hosts: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl Transport {
@@ -93,7 +91,6 @@ impl Transport {
             },
             options,
             registries: Mutex::new(HashMap::new()),
-            explicit_hosts: Mutex::new(None),
         })
     }
 
@@ -185,16 +182,6 @@ impl Transport {
             msg.push_str(" (a registry with a private CA needs --ca-cert FILE; --insecure skips verification)");
         }
         Err(anyhow!(msg))
-    }
-
-    /// Limits the explicit (--username) credentials to these registries: the ones the
-    /// user named. A registry found inside an image (a label, an annotation) does not get
-    /// them; credentials from config files are per host and still apply.
-    pub fn limit_explicit_credentials(&self, hosts: impl IntoIterator<Item = String>) {
-        *self
-            .explicit_hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(hosts.into_iter().collect());
     }
 
     /// Adds scopes that the next token for `registry` should cover (the target's
@@ -302,16 +289,10 @@ impl Transport {
             return Ok(None);
         };
         if st.credential.is_none() {
-            let explicit_allowed = self
-                .explicit_hosts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_none_or(|hosts| hosts.contains(registry));
             st.credential = Some(
                 self.options
                     .credentials
-                    .lookup(registry, explicit_allowed)
+                    .lookup(registry)
                     .with_context(|| format!("looking up credentials for {registry}"))?,
             );
         }
