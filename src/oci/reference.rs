@@ -255,6 +255,36 @@ mod tests {
     }
 
     #[test]
+    fn manifest_paths_and_names() {
+        let r = Reference::parse(&format!("reg.example/team/app:1@{D}")).unwrap();
+        assert_eq!(r.manifest_ref(), D, "a digest wins");
+        assert_eq!(r.name(), "reg.example/team/app");
+        let r = Reference::parse("reg.example/app:1.0").unwrap();
+        assert_eq!(r.manifest_ref(), "1.0");
+        let mut r = r;
+        r.tag = None;
+        assert_eq!(r.manifest_ref(), "latest");
+    }
+
+    #[test]
+    fn digests_of_other_algorithms_are_digests_not_credentials() {
+        let err = format!(
+            "{:#}",
+            Reference::parse(&format!("reg.example/app@blake3:{}", "a".repeat(64))).unwrap_err()
+        );
+        assert!(err.contains("unsupported digest algorithm"), "{err}");
+    }
+
+    #[test]
+    fn repository_names_with_digits_and_separators() {
+        for good in ["a1/b-c_d.e", "0app", "x__y"] {
+            check_repository(good).unwrap();
+        }
+        let err = format!("{:#}", Reference::parse("reg.example/a:b/c").unwrap_err());
+        assert!(err.contains("invalid repository name"), "{err}");
+    }
+
+    #[test]
     fn repository_names_up_to_255_characters() {
         let name = |n: usize| format!("reg.example/{}", "a".repeat(n));
         assert!(Reference::parse(&name(255)).is_ok());
