@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fleet benchmark: throughput of `image-rebase rebase --from-file` against a local
 # CNCF distribution registry (filesystem and inmemory storage), next to
-#   - the ceiling: scripts/ceiling.rs, a bare loop sending exactly the minimal requests
+#   - the ceiling: examples/ceiling.rs, a bare loop sending exactly the minimal requests
 #     for the same kind of images at the same concurrency, with no rebase logic;
 #   - the baseline: one `image-rebase rebase IMAGE` process per image, in sequence;
 # with the HTTP requests per image counted from the registry's own log, and the peak

@@ -1,3 +1,5 @@
+//! The binary: parse the command line, run it, turn the outcome into an exit status.
+
 use clap::{CommandFactory, Parser};
 use image_rebase::cli::args::Cli;
 use image_rebase::error::{EXIT_ERROR, EXIT_OK, exit_status};

@@ -1,3 +1,5 @@
+//! fetch-config: the config blob of every image section that has none yet.
+
 use crate::document::{Document, ImageSection, Role, Unit};
 use crate::image;
 use crate::oci::digest::Digest;

@@ -1,3 +1,6 @@
+//! fetch-manifest: an image's manifest (or index) into the document, in the role it plays;
+//! without a reference the old or new base is found in the image (annotations, label).
+
 use crate::document::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
 use crate::error::NotBased;
 use crate::image::detect;

@@ -1,3 +1,6 @@
+//! put-manifest: where and whether to write (the tag, `--single`, `--force`, whether the
+//! tag may move: one rule for images and indexes), then the registry's push engine writes.
+
 use crate::document::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
 use crate::image;
 use crate::image::index::{self, Child};

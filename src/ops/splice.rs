@@ -1,3 +1,6 @@
+//! splice: the rebased manifest and config of each unit, from its image, its new base and
+//! its split (the pure work is `image::splice`), and the target it is written to.
+
 use crate::document::{Document, ResultSection, Role, Target, Unit};
 use crate::image;
 use crate::image::merge::Ancestor;

@@ -1,3 +1,6 @@
+//! split-history: where each image divides into its old base and its own part (at the old
+//! base, by `--layers`, or at the entry that set the label), or that it is up to date.
+
 use crate::document::{Document, Role, Unit};
 use crate::error::NotBased;
 use crate::image::split::{self, Parts};
