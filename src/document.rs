@@ -2,6 +2,8 @@
 //! replaces its own section and passes every other field through untouched, so users
 //! can inspect and edit it with jq between steps. Documented in image-rebase(1).
 
+pub use crate::image::detect::FoundBy;
+pub use crate::image::split::{Method, Split};
 use crate::json;
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
@@ -92,12 +94,45 @@ pub struct IndexSection {
     pub extra: Map<String, Value>,
 }
 
+/// An entry of an index that is not rebased.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Skipped {
     pub digest: Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
-    pub reason: String,
+    pub reason: SkipReason,
+}
+
+/// The sections of a unit in the order the steps fill them; each is derived from the
+/// ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// The image and its bases (fetch-manifest, fetch-config).
+    Fetched,
+    Split,
+    Result,
+}
+
+/// Why an index entry is not rebased.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    /// An attestation (it describes the old image).
+    #[serde(rename = "attestation")]
+    Attestation,
+    #[serde(rename = "no platform")]
+    NoPlatform,
+    #[serde(rename = "excluded by --platform")]
+    ExcludedByPlatform,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipReason::Attestation => "attestation",
+            SkipReason::NoPlatform => "no platform",
+            SkipReason::ExcludedByPlatform => "excluded by --platform",
+        })
+    }
 }
 
 /// The three images a rebase reads, by the role they play.
@@ -145,9 +180,9 @@ pub struct ImageSection {
     pub manifest: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
-    /// How the reference was found: `argument`, `annotation`, `label` or `index`.
+    /// How the reference was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub found_by: Option<String>,
+    pub found_by: Option<FoundBy>,
     /// The digest of the multi-platform index this manifest was picked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
@@ -184,26 +219,6 @@ impl ImageSection {
             digest: Some(self.digest.clone()),
         }
     }
-}
-
-/// Where the image divides into the base part (bottom) and its own part (top).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Split {
-    /// How the split was found: `old-base`, `label` or `layers`.
-    pub method: String,
-    /// Layers (and diff_ids) of the image that belong to the old base.
-    pub base_layers: usize,
-    /// History entries of the image that belong to the old base.
-    pub base_history: usize,
-    /// Layers of the image's own part.
-    pub top_layers: usize,
-    /// History entries of the image's own part.
-    pub top_history: usize,
-    /// The image is already on the new base: there is nothing to rebase.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub up_to_date: bool,
-    #[serde(flatten, skip_deserializing)]
-    pub extra: Map<String, Value>,
 }
 
 /// Where a manifest is to be written.
@@ -299,8 +314,30 @@ impl Unit {
     /// Puts a fetched section in place and drops what was derived from the old one.
     pub fn set_section(&mut self, role: Role, section: ImageSection) {
         *self.section_mut(role) = Some(section);
-        self.split = None;
-        self.result = None;
+        self.invalidate_after(Stage::Fetched);
+    }
+
+    /// Puts the split in place and drops what was derived from the old one.
+    pub fn set_split(&mut self, split: Split) {
+        self.split = Some(split);
+        self.invalidate_after(Stage::Split);
+    }
+
+    /// Puts the result in place and drops what was pushed of the old one.
+    pub fn set_result(&mut self, result: ResultSection) {
+        self.result = Some(result);
+        self.invalidate_after(Stage::Result);
+    }
+
+    /// Drops every section derived from `stage`'s: the rule "a changed section drops what
+    /// was derived from it", in one place.
+    fn invalidate_after(&mut self, stage: Stage) {
+        if stage < Stage::Split {
+            self.split = None;
+        }
+        if stage < Stage::Result {
+            self.result = None;
+        }
         self.pushed = None;
     }
 
@@ -333,6 +370,13 @@ impl Unit {
 }
 
 impl Document {
+    /// A unit changed: the index's push record, derived from every unit, no longer holds.
+    pub fn invalidate_index_push(&mut self) {
+        if let Some(ix) = self.index.as_mut() {
+            ix.pushed = None;
+        }
+    }
+
     /// Whether the document is for a multi-platform index.
     pub fn is_index(&self) -> bool {
         self.index.is_some()
@@ -385,7 +429,7 @@ impl Document {
         self.index
             .iter()
             .flat_map(|ix| &ix.skipped)
-            .filter(|s| s.reason != "attestation")
+            .filter(|s| s.reason != SkipReason::Attestation)
             .map(|s| {
                 let what = s.platform.as_deref().unwrap_or("an entry");
                 format!("not rebasing {what} ({}): {}", s.digest, s.reason)
@@ -401,7 +445,7 @@ impl Document {
         for unit in std::iter::once(&self.unit).chain(self.platforms.iter().map(|p| &p.unit)) {
             hosts.extend(unit.image.iter().map(|s| s.registry.clone()));
             for s in [&unit.old_base, &unit.new_base].into_iter().flatten() {
-                if s.found_by.as_deref() == Some("argument") {
+                if s.found_by == Some(FoundBy::Argument) {
                     hosts.push(s.registry.clone());
                 }
             }

@@ -1,6 +1,6 @@
 //! The plan `rebase --dry-run` prints: one fact a line, a block per platform.
 
-use crate::document::{Document, ImageSection, Pushed, Role, Unit};
+use crate::document::{Document, FoundBy, ImageSection, Pushed, Role, Unit};
 use crate::ops::rebase::final_pushed;
 use anyhow::Result;
 use std::io::Write;
@@ -39,7 +39,7 @@ fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
     let new = unit.require(Role::NewBase)?;
     let split = unit.split.as_ref().expect("split-history ran");
     let result = unit.result.as_ref().expect("splice ran");
-    let found = |s: &ImageSection| s.found_by.clone().unwrap_or_else(|| "argument".into());
+    let found = |s: &ImageSection| s.found_by.unwrap_or(FoundBy::Argument);
     writeln!(out, "image:      {} ({})", image.reference, image.digest)?;
     match &unit.old_base {
         Some(old) => writeln!(

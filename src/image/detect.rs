@@ -1,10 +1,46 @@
 //! Finding the old and new base of an image by itself: the OCI base annotations on its
 //! manifest, or the `LABEL FROM=<base>` convention in its config. Pure logic.
 
-use crate::document::ImageSection;
 use crate::oci::reference::Reference;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+
+/// How an image of the document was found (its `found_by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FoundBy {
+    /// Named on the command line (or in a fleet list).
+    #[serde(rename = "argument")]
+    Argument,
+    /// The OCI base annotations of the image.
+    #[serde(rename = "annotation")]
+    Annotation,
+    /// The label convention (`LABEL FROM=<base>`).
+    #[serde(rename = "label")]
+    Label,
+    /// The label, because the old base the annotations name cannot be used.
+    #[serde(rename = "label (the annotated old base cannot be used)")]
+    LabelAfterAnnotation,
+    /// Picked from a multi-platform index.
+    #[serde(rename = "index")]
+    Index,
+}
+
+impl std::fmt::Display for FoundBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(v.as_str().unwrap_or_default())
+    }
+}
+
+/// The image as base detection sees it: its name, the registry a base name without a
+/// host is on, the manifest (or index) that carries the annotations, and the config that
+/// carries the labels (an index's first platform's).
+pub struct View {
+    pub reference: String,
+    pub registry: String,
+    pub manifest: Value,
+    pub config: Option<Value>,
+}
 
 pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
@@ -19,13 +55,13 @@ fn annotation<'a>(manifest: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Parses a base name found in the image; a name without a registry host is on the
 /// image's own registry.
-fn base_reference(image: &ImageSection, name: &str, what: &str) -> Result<Reference> {
+fn base_reference(image: &View, name: &str, what: &str) -> Result<Reference> {
     Reference::parse_with_default(name, Some(&image.registry))
         .with_context(|| format!("{what} of {} names no valid image", image.reference))
 }
 
 /// The old base from the annotations: `<base.name's repository>@<base.digest>`.
-pub fn old_base(image: &ImageSection) -> Result<Option<Reference>> {
+pub fn old_base(image: &View) -> Result<Option<Reference>> {
     let (Some(name), Some(digest)) = (
         annotation(&image.manifest, BASE_NAME),
         annotation(&image.manifest, BASE_DIGEST),
@@ -44,12 +80,12 @@ pub fn old_base(image: &ImageSection) -> Result<Option<Reference>> {
 
 /// The new base, and how it was found: the annotation `base.name` (what it points to
 /// now), else the value of label `label` in the image's config.
-pub fn new_base(image: &ImageSection, label: &str) -> Result<(Reference, &'static str)> {
+pub fn new_base(image: &View, label: &str) -> Result<(Reference, FoundBy)> {
     if let Some(r) = annotated_new_base(image)? {
-        return Ok((r, "annotation"));
+        return Ok((r, FoundBy::Annotation));
     }
     match label_base(image, label)? {
-        Some(r) => Ok((r, "label")),
+        Some(r) => Ok((r, FoundBy::Label)),
         None => bail!(
             "cannot tell the new base of {}: its manifest has no {BASE_NAME} annotation and its config no \
              {label:?} label; give --new-base (and --old-base or --layers)",
@@ -59,7 +95,7 @@ pub fn new_base(image: &ImageSection, label: &str) -> Result<(Reference, &'stati
 }
 
 /// The new base the annotation `base.name` names (what it points to now), if any.
-pub fn annotated_new_base(image: &ImageSection) -> Result<Option<Reference>> {
+pub fn annotated_new_base(image: &View) -> Result<Option<Reference>> {
     let Some(name) = annotation(&image.manifest, BASE_NAME) else {
         return Ok(None);
     };
@@ -76,7 +112,7 @@ pub fn annotated_new_base(image: &ImageSection) -> Result<Option<Reference>> {
 }
 
 /// The base that label `label` in the image's config names, if it has the label.
-pub fn label_base(image: &ImageSection, label: &str) -> Result<Option<Reference>> {
+pub fn label_base(image: &View, label: &str) -> Result<Option<Reference>> {
     let config = image
         .config
         .as_ref()
@@ -98,22 +134,14 @@ pub fn label_base(image: &ImageSection, label: &str) -> Result<Option<Reference>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Map, json};
+    use serde_json::json;
 
-    fn section(manifest: Value, labels: Value) -> ImageSection {
-        ImageSection {
+    fn section(manifest: Value, labels: Value) -> View {
+        View {
             reference: "reg.example:5000/team/app:1".into(),
             registry: "reg.example:5000".into(),
-            repository: "team/app".into(),
-            tag: Some("1".into()),
-            digest: crate::oci::digest::Digest::of(b"m"),
-            media_type: crate::oci::media::OCI_MANIFEST.into(),
-            size: 1,
             manifest,
             config: Some(json!({"config": {"Labels": labels}})),
-            found_by: None,
-            index_digest: None,
-            extra: Map::new(),
         }
     }
 
@@ -128,7 +156,7 @@ mod tests {
         let (r, how) = new_base(&s, "FROM").unwrap();
         assert_eq!(
             (r.to_string().as_str(), how),
-            ("reg.example:5000/base:latest", "label")
+            ("reg.example:5000/base:latest", FoundBy::Label)
         );
         assert_eq!(
             new_base(&s, "OTHER").unwrap().0.to_string(),
@@ -154,7 +182,7 @@ mod tests {
         let (r, how) = new_base(&s, "FROM").unwrap();
         assert_eq!(
             (r.to_string().as_str(), how),
-            ("reg.example:5000/library/base:v1", "annotation")
+            ("reg.example:5000/library/base:v1", FoundBy::Annotation)
         );
         let bad = section(
             json!({"annotations": {BASE_NAME: "base:v1", BASE_DIGEST: "sha256:zz"}}),

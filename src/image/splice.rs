@@ -1,10 +1,9 @@
 //! Building the rebased manifest and config from the image's top part and the new base.
 //! Pure logic: JSON in, JSON and bytes out.
 
-use crate::document::Split;
 use crate::image;
 use crate::image::merge::{self, Ancestor, Report};
-use crate::image::split::Parts;
+use crate::image::split::{Parts, Split};
 use crate::oci::digest::Digest;
 use crate::oci::media::Family;
 use anyhow::{Context, Result, bail};

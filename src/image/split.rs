@@ -1,10 +1,52 @@
 //! Finding where an image divides into its base part and its own part. Pure logic.
 
-use crate::document::Split;
 use crate::error::NotBased;
 use crate::image;
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// How a split was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// At an old base that is an exact prefix of the image.
+    OldBase,
+    /// At the history entry that set the label.
+    Label,
+    /// By a number of history entries on top.
+    Layers,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::OldBase => "old-base",
+            Method::Label => "label",
+            Method::Layers => "layers",
+        })
+    }
+}
+
+/// Where the image divides into the base part (bottom) and its own part (top).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// How the split was found.
+    pub method: Method,
+    /// Layers (and diff_ids) of the image that belong to the old base.
+    pub base_layers: usize,
+    /// History entries of the image that belong to the old base.
+    pub base_history: usize,
+    /// Layers of the image's own part.
+    pub top_layers: usize,
+    /// History entries of the image's own part.
+    pub top_history: usize,
+    /// The image is already on the new base: there is nothing to rebase.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub up_to_date: bool,
+    #[serde(flatten, skip_deserializing)]
+    pub extra: Map<String, Value>,
+}
 
 /// An image's manifest and config, borrowed.
 #[derive(Clone, Copy)]
@@ -82,7 +124,7 @@ pub fn by_old_base(image: Parts, base: Parts) -> Result<Split> {
     };
 
     Ok(Split {
-        method: "old-base".to_string(),
+        method: Method::OldBase,
         base_layers: base_layers.len(),
         base_history,
         top_layers: image_layers.len() - base_layers.len(),
@@ -106,7 +148,7 @@ pub fn by_layers(image: Parts, top: usize) -> Result<Split> {
         )));
     }
     let base_history = history.len() - top;
-    at_history(image, "layers", base_history)
+    at_history(image, Method::Layers, base_history)
 }
 
 /// The split at the history entry that set label `name` (the `LABEL FROM=<base>`
@@ -121,20 +163,22 @@ pub fn by_label(image: Parts, name: &str) -> Result<Split> {
              name the old base with --old-base, or count the image's own history entries with --layers"
         )));
     };
-    at_history(image, "label", index)
+    at_history(image, Method::Label, index)
 }
 
 /// The split before history entry `base_history`. A split that leaves no layer of the
 /// old base to replace is refused: the image's layers hold its base and its own files
 /// together (a squashed build), and putting the new base under them would keep all of
 /// the old base.
-fn at_history(image: Parts, method: &str, base_history: usize) -> Result<Split> {
+fn at_history(image: Parts, method: Method, base_history: usize) -> Result<Split> {
     let history = image::history_slice(image.config);
     let layers = image::layers(image.manifest).map(Vec::len).unwrap_or(0);
     let base_layers = image::non_empty_count(&history[..base_history]);
     if base_layers == 0 && layers > 0 {
         let how = match method {
-            "label" => "the history entries before the one that set the label created no layer",
+            Method::Label => {
+                "the history entries before the one that set the label created no layer"
+            }
             _ => "the history entries below the image's own created no layer",
         };
         return Err(not_based(format!(
@@ -145,7 +189,7 @@ fn at_history(image: Parts, method: &str, base_history: usize) -> Result<Split> 
         )));
     }
     Ok(Split {
-        method: method.to_string(),
+        method,
         base_layers,
         base_history,
         top_layers: layers - base_layers,
@@ -164,7 +208,7 @@ pub fn already_on(image: Parts, new_base: Parts, split: Option<&Split>) -> Optio
     }
     on_new.up_to_date = true;
     if let Some(s) = split {
-        on_new.method = s.method.clone();
+        on_new.method = s.method;
     }
     Some(on_new)
 }

@@ -1,7 +1,9 @@
 //! fetch-manifest: an image's manifest (or index) into the document, in the role it plays;
 //! without a reference the old or new base is found in the image (annotations, label).
 
-use crate::document::{Document, ImageSection, IndexSection, PlatformUnit, Role, Skipped, Unit};
+use crate::document::{
+    Document, FoundBy, ImageSection, IndexSection, PlatformUnit, Role, SkipReason, Skipped, Unit,
+};
 use crate::error::NotBased;
 use crate::image::detect;
 use crate::image::split::{self, Parts};
@@ -45,12 +47,12 @@ pub fn step(
             fetch_image(client, doc, r, opts).with_context(|| format!("fetching manifest {r}"))?
         }
         (Role::Image, None) => bail!("fetch-manifest needs the image's reference"),
-        (_, Some(r)) => fetch_base(client, doc, role, r, "argument")
+        (_, Some(r)) => fetch_base(client, doc, role, r, FoundBy::Argument)
             .with_context(|| format!("fetching manifest {r}"))?,
         (Role::OldBase, None) => find_old_base(client, doc, opts, &mut notes)?,
         (Role::NewBase, None) => {
             let (r, found_by) = find_new_base(client, doc, opts, &mut notes)?;
-            fetch_base(client, doc, role, &r, &found_by)
+            fetch_base(client, doc, role, &r, found_by)
                 .with_context(|| format!("fetching manifest {r}"))?
         }
     }
@@ -145,7 +147,7 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
     doc.platforms.clear();
     match fetch_any(client, r, false)? {
         Fetched::Single(mut s) => {
-            s.found_by = Some("argument".into());
+            s.found_by = Some(FoundBy::Argument);
             doc.unit.image = Some(*s);
         }
         Fetched::Index(mut ix) => {
@@ -160,26 +162,26 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
                     .unwrap_or_default()
                     .parse()?;
                 let platform = Platform::of_descriptor(d);
-                let skip = |reason: &str| Skipped {
+                let skip = |reason| Skipped {
                     digest: digest.clone(),
                     platform: platform.as_ref().map(|p| p.to_string()),
-                    reason: reason.into(),
+                    reason,
                 };
                 if is_attestation(d) {
-                    ix.skipped.push(skip("attestation"));
+                    ix.skipped.push(skip(SkipReason::Attestation));
                     continue;
                 }
                 let Some(p) = platform.clone() else {
-                    ix.skipped.push(skip("no platform"));
+                    ix.skipped.push(skip(SkipReason::NoPlatform));
                     continue;
                 };
                 if !opts.platforms.is_empty() && !opts.platforms.iter().any(|w| w.matches(&p)) {
-                    ix.skipped.push(skip("excluded by --platform"));
+                    ix.skipped.push(skip(SkipReason::ExcludedByPlatform));
                     continue;
                 }
                 let mut image =
                     fetch_child(client, &ix, false, d, format!("{}@{digest}", r.name()))?;
-                image.found_by = Some("index".into());
+                image.found_by = Some(FoundBy::Index);
                 doc.platforms.push(PlatformUnit {
                     platform: p,
                     unit: Unit {
@@ -245,7 +247,7 @@ fn fetch_base(
     doc: &mut Document,
     role: Role,
     r: &Reference,
-    found_by: &str,
+    found_by: FoundBy,
 ) -> Result<()> {
     let fetched = fetch_any(client, r, true)?;
     let what = if role == Role::OldBase {
@@ -273,7 +275,7 @@ fn fetch_base(
                 s
             }
         };
-        section.found_by = Some(found_by.to_string());
+        section.found_by = Some(found_by);
         unit.set_section(role, section);
         Ok(())
     };
@@ -283,15 +285,13 @@ fn fetch_base(
             base_for(client, &mut p.unit, &platform)
                 .with_context(|| format!("platform {platform}"))?;
         }
-        if let Some(ix) = doc.index.as_mut() {
-            ix.pushed = None;
-        }
+        doc.invalidate_index_push();
         return Ok(());
     }
     match &fetched {
         Fetched::Single(s) => {
             let mut s = (**s).clone();
-            s.found_by = Some(found_by.to_string());
+            s.found_by = Some(found_by);
             doc.unit.set_section(role, s);
         }
         Fetched::Index(_) => {
@@ -310,22 +310,27 @@ fn fetch_base(
 
 /// The image as base detection sees it: the single image, or for an index the index's
 /// annotations with the first platform's config (for the label).
-pub fn detection_view(doc: &Document) -> Result<ImageSection> {
-    match &doc.index {
-        None => Ok(doc.unit.require(Role::Image)?.clone()),
+pub fn detection_view(doc: &Document) -> Result<detect::View> {
+    let (name, manifest, image) = match &doc.index {
+        None => {
+            let image = doc.unit.require(Role::Image)?;
+            (image.reference.clone(), image.manifest.clone(), image)
+        }
         Some(ix) => {
             let first = doc
                 .platforms
                 .first()
                 .and_then(|p| p.unit.image.as_ref())
                 .context("the index has no platform")?;
-            let mut view = first.clone();
-            view.reference = ix.reference.clone();
-            view.registry = ix.registry.clone();
-            view.manifest = ix.manifest.clone();
-            Ok(view)
+            (ix.reference.clone(), ix.manifest.clone(), first)
         }
-    }
+    };
+    Ok(detect::View {
+        reference: name,
+        registry: image.registry.clone(),
+        manifest,
+        config: image.config.clone(),
+    })
 }
 
 /// Fetches the old base that the image's annotations name into the document, and checks
@@ -343,7 +348,7 @@ pub fn annotated_old_base(
         Ok(Some(r)) => r,
         Err(e) => return Ok(Some(Err(format!("{e:#}")))),
     };
-    let tried = fetch_base(client, doc, Role::OldBase, &r, "annotation")
+    let tried = fetch_base(client, doc, Role::OldBase, &r, FoundBy::Annotation)
         .with_context(|| format!("fetching manifest {r}"))
         .and_then(|()| fetch_config::step(client, doc))
         .and_then(|()| {
@@ -415,7 +420,7 @@ fn find_new_base(
     doc: &mut Document,
     opts: &Options,
     notes: &mut Vec<String>,
-) -> Result<(Reference, String)> {
+) -> Result<(Reference, FoundBy)> {
     // The label is in the config.
     fetch_image_config(client, doc)?;
     let view = detection_view(doc)?;
@@ -445,11 +450,10 @@ fn find_new_base(
                     opts.label
                 ));
             }
-            return Ok((r, "label (the annotated old base cannot be used)".into()));
+            return Ok((r, FoundBy::LabelAfterAnnotation));
         }
     }
-    let (r, how) = detect::new_base(&view, opts.label)?;
-    Ok((r, how.to_string()))
+    detect::new_base(&view, opts.label)
 }
 
 /// Fetches the image's config (the first platform's, for an index): its labels.
@@ -465,7 +469,7 @@ fn fetch_image_config(client: &Client, doc: &mut Document) -> Result<()> {
     Ok(())
 }
 
-fn no_method_left(view: &ImageSection, why: &str, label: &str) -> anyhow::Error {
+fn no_method_left(view: &detect::View, why: &str, label: &str) -> anyhow::Error {
     NotBased(format!(
         "cannot find the base of {}: tried its annotations ({why}) and the label {label:?} (its config has \
          none); give --old-base and --new-base, or --layers and --new-base",

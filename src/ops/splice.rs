@@ -13,9 +13,7 @@ use serde_json::Map;
 /// The config is merged against the old base's config when the split was made at the
 /// old base, else against what the image's own history entries say they changed.
 pub fn step(doc: &mut Document) -> Result<()> {
-    if let Some(ix) = doc.index.as_mut() {
-        ix.pushed = None;
-    }
+    doc.invalidate_index_push();
     doc.for_each_unit(unit_step)
 }
 
@@ -42,7 +40,7 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
     };
 
     if split.up_to_date || split::already_on(ip, np, Some(split)).is_some() {
-        doc.result = Some(ResultSection {
+        let result = ResultSection {
             target,
             media_type: image.media_type.clone(),
             manifest: image.manifest.clone(),
@@ -55,15 +53,15 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
                 image.reference, new.reference
             )],
             extra: Map::new(),
-        });
-        doc.pushed = None;
+        };
+        doc.set_result(result);
         return Ok(());
     }
 
     let history = image::history_slice(ip.config);
     let (base_history, top_history) = history.split_at(split.base_history.min(history.len()));
-    let ancestor = match (&doc.old_base, split.method.as_str()) {
-        (Some(old), "old-base") => Ancestor::Config(old.config(Role::OldBase)?),
+    let ancestor = match (&doc.old_base, split.method) {
+        (Some(old), split::Method::OldBase) => Ancestor::Config(old.config(Role::OldBase)?),
         _ => Ancestor::History {
             base: base_history,
             top: top_history,
@@ -88,7 +86,7 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
         },
     )
     .with_context(|| format!("splicing {} onto {}", image.reference, new.reference))?;
-    doc.result = Some(ResultSection {
+    let result = ResultSection {
         target,
         media_type: image.media_type.clone(),
         manifest: spliced.manifest,
@@ -98,7 +96,7 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
         unattributed: spliced.report.unattributed,
         notes: spliced.notes,
         extra: Map::new(),
-    });
-    doc.pushed = None;
+    };
+    doc.set_result(result);
     Ok(())
 }

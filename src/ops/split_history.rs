@@ -11,9 +11,7 @@ use anyhow::{Context, Result};
 /// the history entry that set the label. When the document has the new base and
 /// the image is already on it, the split is marked up to date.
 pub fn step(doc: &mut Document, args: &SplitOptions) -> Result<()> {
-    if let Some(ix) = doc.index.as_mut() {
-        ix.pushed = None;
-    }
+    doc.invalidate_index_push();
     doc.for_each_unit(|unit| unit_step(unit, args))
 }
 
@@ -55,8 +53,6 @@ fn unit_step(doc: &mut Unit, args: &SplitOptions) -> Result<()> {
         }
         (found, _) => found?,
     };
-    doc.split = Some(split);
-    doc.result = None;
-    doc.pushed = None;
+    doc.set_split(split);
     Ok(())
 }
