@@ -71,205 +71,295 @@ enum Owner {
     Unknown,
 }
 
-/// The merged config (a copy of the image's with the runtime config and platform merged)
-/// and a report.
-pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Report) {
-    let mut report = Report::default();
-    let mut out = image.clone();
-    // From history: what the image's own entries set, and what the old base's entries
-    // set (a key that neither sets, and the new base lacks, is of unknown origin).
-    let (attribution, base_attribution) = match ancestor {
-        Ancestor::History { base, top } => (Some(attribute(top)), Some(attribute(base))),
-        Ancestor::Config(_) => (None, None),
-    };
-    let old = match ancestor {
-        Ancestor::Config(c) => Some(c),
-        Ancestor::History { .. } => None,
-    };
+/// What is known of the image's own changes: the old base's runtime config to compare
+/// with, or what the history entries of the image's own part (`top`) and of its old
+/// base's part (`base`) set.
+struct Ancestry {
+    old: Option<Value>,
+    top: Option<Attribution>,
+    base: Option<Attribution>,
+}
 
-    if let Some(obj) = out.as_object_mut() {
-        for key in PLATFORM {
-            let (mine, theirs) = (image.get(*key), new_base.get(*key));
-            if mine != theirs {
-                set(obj, key, theirs.cloned());
-                report.from_new_base.push((*key).to_string());
-            }
+impl Ancestry {
+    fn new(ancestor: Ancestor) -> Ancestry {
+        match ancestor {
+            Ancestor::Config(c) => Ancestry {
+                old: Some(runtime(c)),
+                top: None,
+                base: None,
+            },
+            Ancestor::History { base, top } => Ancestry {
+                old: None,
+                top: Some(attribute(top)),
+                base: Some(attribute(base)),
+            },
         }
     }
 
-    let empty = Value::Object(Map::new());
-    let rt = |v: &Value| {
-        v.get("config")
-            .filter(|c| c.is_object())
-            .cloned()
-            .unwrap_or_else(|| empty.clone())
-    };
-    let (img_rt, new_rt) = (rt(image), rt(new_base));
-    let old_rt = old.map(rt);
-    let mut merged = img_rt.as_object().cloned().unwrap_or_default();
-
-    // `explained`: the new base has the value, or the old base's history set it, so the
-    // base decides it unless the image changed it.
-    let owner = |changed_by_image: Option<bool>,
-                 attributed: bool,
-                 differs: bool,
-                 explained: bool|
-     -> Owner {
-        match (changed_by_image, &attribution) {
+    /// Who decides a value. `changed`: whether the image's value differs from the old
+    /// base's (None without the old base's config); `attributed`: the image's own history
+    /// sets it; `differs`: the image's and the new base's values differ; `explained`: the
+    /// new base has the value, or the old base's history set it, so the base decides it
+    /// unless the image changed it.
+    fn owner(
+        &self,
+        changed: Option<bool>,
+        attributed: bool,
+        differs: bool,
+        explained: bool,
+    ) -> Owner {
+        match (changed, &self.top) {
             (Some(true), _) => Owner::Image,
             (Some(false), _) => Owner::NewBase,
             (None, _) if attributed => Owner::Image,
             (None, Some(a)) if (!a.complete || !explained) && differs => Owner::Unknown,
             _ => Owner::NewBase,
         }
-    };
+    }
+}
 
-    // Whole fields.
-    let keys: BTreeSet<String> = img_rt
-        .as_object()
+/// The merged config (a copy of the image's with the runtime config and platform merged)
+/// and a report.
+pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Report) {
+    let mut report = Report::default();
+    let mut out = image.clone();
+    merge_platform(image, new_base, &mut out, &mut report);
+    let sides = Sides {
+        image: runtime(image),
+        new_base: runtime(new_base),
+        ancestry: Ancestry::new(ancestor),
+    };
+    let mut merged = sides.image.as_object().cloned().unwrap_or_default();
+    sides.merge_fields(&mut merged, &mut report);
+    for kind in [Keyed::Env, Keyed::Labels] {
+        sides.merge_keyed(kind, &mut merged, &mut report);
+    }
+    for kind in [Entries::ExposedPorts, Entries::Volumes] {
+        sides.merge_entries(kind, &mut merged, &mut report);
+    }
+    if (image.get("config").is_some() || !merged.is_empty())
+        && let Some(obj) = out.as_object_mut()
+    {
+        obj.insert("config".to_string(), Value::Object(merged));
+    }
+    (out, report)
+}
+
+/// The platform fields come from the new base.
+fn merge_platform(image: &Value, new_base: &Value, out: &mut Value, report: &mut Report) {
+    let Some(obj) = out.as_object_mut() else {
+        return;
+    };
+    for key in PLATFORM {
+        let (mine, theirs) = (image.get(*key), new_base.get(*key));
+        if mine != theirs {
+            set(obj, key, theirs.cloned());
+            report.from_new_base.push((*key).to_string());
+        }
+    }
+}
+
+/// The runtime config (`config`) of a config, or an empty object.
+fn runtime(config: &Value) -> Value {
+    config
+        .get("config")
+        .filter(|c| c.is_object())
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+/// The runtime configs of the image and the new base, and what is known of the image's
+/// changes.
+struct Sides {
+    image: Value,
+    new_base: Value,
+    ancestry: Ancestry,
+}
+
+/// The fields merged per key: `Env` (a list of `K=V`) and `Labels` (an object).
+#[derive(Clone, Copy)]
+enum Keyed {
+    Env,
+    Labels,
+}
+
+impl Keyed {
+    fn field(self) -> &'static str {
+        match self {
+            Keyed::Env => "Env",
+            Keyed::Labels => "Labels",
+        }
+    }
+
+    fn read(self, v: Option<&Value>) -> Vec<(String, Value)> {
+        match self {
+            Keyed::Env => env_map(v),
+            Keyed::Labels => labels_map(v),
+        }
+    }
+
+    /// Whether the history entries of `a` set key `k`.
+    fn set_by(self, a: &Attribution, k: &str) -> bool {
+        match self {
+            Keyed::Env => a.env.contains(k),
+            Keyed::Labels => a.labels.contains(k),
+        }
+    }
+
+    fn write(self, pairs: Vec<(String, Value)>) -> Value {
+        match self {
+            Keyed::Env => Value::Array(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| Value::String(format!("{k}={}", v.as_str().unwrap_or(""))))
+                    .collect(),
+            ),
+            Keyed::Labels => Value::Object(pairs.into_iter().collect()),
+        }
+    }
+}
+
+/// The fields merged per entry: objects whose keys are the entries.
+#[derive(Clone, Copy)]
+enum Entries {
+    ExposedPorts,
+    Volumes,
+}
+
+impl Entries {
+    fn field(self) -> &'static str {
+        match self {
+            Entries::ExposedPorts => "ExposedPorts",
+            Entries::Volumes => "Volumes",
+        }
+    }
+
+    /// The entries the history entries of `a` add.
+    fn set_by(self, a: &Attribution) -> &BTreeSet<String> {
+        match self {
+            Entries::ExposedPorts => &a.ports,
+            Entries::Volumes => &a.volumes,
+        }
+    }
+
+    fn of(self, runtime: &Value) -> BTreeSet<String> {
+        runtime
+            .get(self.field())
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Sides {
+    /// Whole fields (everything but the keyed and entry fields).
+    fn merge_fields(&self, merged: &mut Map<String, Value>, report: &mut Report) {
+        let keys: BTreeSet<String> = [
+            Some(&self.image),
+            Some(&self.new_base),
+            self.ancestry.old.as_ref(),
+        ]
         .into_iter()
-        .chain(new_rt.as_object())
-        .chain(old_rt.as_ref().and_then(Value::as_object))
+        .flatten()
+        .filter_map(Value::as_object)
         .flat_map(|m| m.keys().cloned())
         .filter(|k| !matches!(k.as_str(), "Env" | "Labels" | "ExposedPorts" | "Volumes"))
         .collect();
-    for key in keys {
-        // An empty value (`null`, `""`, `[]`) and an absent one mean the same: no change
-        // between them.
-        let (mine, theirs) = (non_empty(img_rt.get(&key)), non_empty(new_rt.get(&key)));
-        let changed = old_rt.as_ref().map(|o| mine != non_empty(o.get(&key)));
-        let attributed = attribution
-            .as_ref()
-            .is_some_and(|a| a.fields.contains(&key));
-        match owner(changed, attributed, mine != theirs, true) {
-            Owner::Image => {}
-            Owner::Unknown => report.unattributed.push(format!("config.{key}")),
-            Owner::NewBase => {
-                if mine != theirs {
-                    set(&mut merged, &key, new_rt.get(&key).cloned());
+        for key in keys {
+            // An empty value (`null`, `""`, `[]`) and an absent one mean the same: no
+            // change between them.
+            let mine = non_empty(self.image.get(&key));
+            let theirs = non_empty(self.new_base.get(&key));
+            let changed = self
+                .ancestry
+                .old
+                .as_ref()
+                .map(|o| mine != non_empty(o.get(&key)));
+            let attributed = self
+                .ancestry
+                .top
+                .as_ref()
+                .is_some_and(|a| a.fields.contains(&key));
+            match self
+                .ancestry
+                .owner(changed, attributed, mine != theirs, true)
+            {
+                Owner::Image => {}
+                Owner::Unknown => report.unattributed.push(format!("config.{key}")),
+                Owner::NewBase if mine != theirs => {
+                    set(merged, &key, self.new_base.get(&key).cloned());
                     report.from_new_base.push(format!("config.{key}"));
                 }
+                Owner::NewBase => {}
             }
         }
     }
 
-    // Env and Labels, per key.
-    for (field, as_map) in [
-        ("Env", env_map as fn(Option<&Value>) -> Vec<(String, Value)>),
-        ("Labels", labels_map),
-    ] {
-        let mine = as_map(img_rt.get(field));
-        let theirs = as_map(new_rt.get(field));
-        let ancestor = old_rt.as_ref().map(|o| as_map(o.get(field)));
+    /// `Env` or `Labels`, per key; the new base's keys first, in its order.
+    fn merge_keyed(&self, kind: Keyed, merged: &mut Map<String, Value>, report: &mut Report) {
+        let field = kind.field();
+        let mine = kind.read(self.image.get(field));
+        let theirs = kind.read(self.new_base.get(field));
+        let ancestor = self.ancestry.old.as_ref().map(|o| kind.read(o.get(field)));
         let get = |list: &[(String, Value)], k: &str| {
             list.iter()
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        let mut order: Vec<String> = theirs.iter().map(|(k, _)| k.clone()).collect();
-        for (k, _) in &mine {
+        let mut order: Vec<String> = Vec::new();
+        for (k, _) in theirs.iter().chain(&mine).chain(ancestor.iter().flatten()) {
             if !order.contains(k) {
                 order.push(k.clone());
-            }
-        }
-        if let Some(a) = &ancestor {
-            for (k, _) in a {
-                if !order.contains(k) {
-                    order.push(k.clone());
-                }
             }
         }
         let mut result = Vec::new();
         for k in order {
             let (m, t) = (get(&mine, &k), get(&theirs, &k));
             let changed = ancestor.as_ref().map(|a| m != get(a, &k));
-            let sets = |a: &Attribution| match field {
-                "Env" => a.env.contains(&k),
-                _ => a.labels.contains(&k),
-            };
-            let attributed = attribution.as_ref().is_some_and(sets);
-            let explained = t.is_some() || base_attribution.as_ref().is_some_and(sets);
-            let value = match owner(changed, attributed, m != t, explained) {
-                Owner::Image => m,
-                Owner::Unknown => {
-                    report.unattributed.push(format!("config.{field}.{k}"));
-                    m
-                }
-                Owner::NewBase => {
-                    if m != t {
-                        report.from_new_base.push(format!("config.{field}.{k}"));
+            let attributed = self
+                .ancestry
+                .top
+                .as_ref()
+                .is_some_and(|a| kind.set_by(a, &k));
+            let by_base = self
+                .ancestry
+                .base
+                .as_ref()
+                .is_some_and(|a| kind.set_by(a, &k));
+            let value =
+                match self
+                    .ancestry
+                    .owner(changed, attributed, m != t, t.is_some() || by_base)
+                {
+                    Owner::Image => m,
+                    Owner::Unknown => {
+                        report.unattributed.push(format!("config.{field}.{k}"));
+                        m
                     }
-                    t
-                }
-            };
-            if let Some(v) = value {
-                result.push((k, v));
-            }
+                    Owner::NewBase => {
+                        if m != t {
+                            report.from_new_base.push(format!("config.{field}.{k}"));
+                        }
+                        t
+                    }
+                };
+            result.extend(value.map(|v| (k, v)));
         }
         if result == mine {
             // Unchanged: written back exactly as it was (`null` stays `null`).
-            continue;
+            return;
         }
-        let present = img_rt.get(field).is_some() || new_rt.get(field).is_some();
-        let value = match field {
-            "Env" => Value::Array(
-                result
-                    .into_iter()
-                    .map(|(k, v)| Value::String(format!("{k}={}", v.as_str().unwrap_or(""))))
-                    .collect(),
-            ),
-            _ => Value::Object(result.into_iter().collect()),
-        };
-        if present
-            || value.as_array().is_some_and(|a| !a.is_empty())
-            || value.as_object().is_some_and(|o| !o.is_empty())
-        {
-            merged.insert(field.to_string(), value);
+        let present = self.image.get(field).is_some() || self.new_base.get(field).is_some();
+        if present || !result.is_empty() {
+            merged.insert(field.to_string(), kind.write(result));
         }
     }
 
-    // ExposedPorts and Volumes, per entry.
-    for field in ["ExposedPorts", "Volumes"] {
-        let keys = |v: &Value| -> BTreeSet<String> {
-            v.get(field)
-                .and_then(Value::as_object)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default()
-        };
-        let (mine, theirs) = (keys(&img_rt), keys(&new_rt));
-        let (added, removed): (BTreeSet<String>, BTreeSet<String>) = match (&old_rt, &attribution) {
-            (Some(o), _) => {
-                let old = keys(o);
-                (
-                    mine.difference(&old).cloned().collect(),
-                    old.difference(&mine).cloned().collect(),
-                )
-            }
-            (None, Some(a)) => {
-                let entries = |a: &Attribution| {
-                    if field == "ExposedPorts" {
-                        a.ports.clone()
-                    } else {
-                        a.volumes.clone()
-                    }
-                };
-                let by_base = base_attribution.as_ref().map(entries).unwrap_or_default();
-                let mut added: BTreeSet<String> = mine.intersection(&entries(a)).cloned().collect();
-                // Neither the image's history nor the old base's explains it: unknown
-                // origin, kept.
-                let unknown: Vec<String> = mine
-                    .difference(&theirs)
-                    .filter(|k| !added.contains(*k) && (!a.complete || !by_base.contains(*k)))
-                    .cloned()
-                    .collect();
-                for k in unknown {
-                    report.unattributed.push(format!("config.{field}.{k}"));
-                    added.insert(k);
-                }
-                (added, BTreeSet::new())
-            }
-            (None, None) => (BTreeSet::new(), BTreeSet::new()),
-        };
+    /// `ExposedPorts` or `Volumes`, per entry.
+    fn merge_entries(&self, kind: Entries, merged: &mut Map<String, Value>, report: &mut Report) {
+        let field = kind.field();
+        let (mine, theirs) = (kind.of(&self.image), kind.of(&self.new_base));
+        let (added, removed) = self.own_entries(kind, &mine, &theirs, report);
         let result: BTreeSet<String> = theirs
             .union(&added)
             .filter(|k| !removed.contains(*k))
@@ -277,32 +367,62 @@ pub fn merge(image: &Value, new_base: &Value, ancestor: Ancestor) -> (Value, Rep
             .collect();
         if result == mine {
             // Unchanged: written back exactly as it was (`null` stays `null`).
-            continue;
+            return;
         }
         for k in result.symmetric_difference(&mine) {
             report.from_new_base.push(format!("config.{field}.{k}"));
         }
-        if result.is_empty() && img_rt.get(field).is_none() {
+        if result.is_empty() && self.image.get(field).is_none() {
             merged.shift_remove(field);
         } else {
-            merged.insert(
-                field.to_string(),
-                Value::Object(
-                    result
-                        .into_iter()
-                        .map(|k| (k, Value::Object(Map::new())))
-                        .collect(),
-                ),
-            );
+            let entries = result.into_iter().map(|k| (k, Value::Object(Map::new())));
+            merged.insert(field.to_string(), Value::Object(entries.collect()));
         }
     }
 
-    if (image.get("config").is_some() || !merged.is_empty())
-        && let Some(obj) = out.as_object_mut()
-    {
-        obj.insert("config".to_string(), Value::Object(merged));
+    /// The entries the image added and removed on top of its old base. From history,
+    /// an entry that neither the image's history nor the old base's explains (and the new
+    /// base lacks) is of unknown origin: kept, and reported.
+    fn own_entries(
+        &self,
+        kind: Entries,
+        mine: &BTreeSet<String>,
+        theirs: &BTreeSet<String>,
+        report: &mut Report,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        match (&self.ancestry.old, &self.ancestry.top) {
+            (Some(o), _) => {
+                let old = kind.of(o);
+                (
+                    mine.difference(&old).cloned().collect(),
+                    old.difference(mine).cloned().collect(),
+                )
+            }
+            (None, Some(a)) => {
+                let empty = BTreeSet::new();
+                let by_base = self
+                    .ancestry
+                    .base
+                    .as_ref()
+                    .map_or(&empty, |b| kind.set_by(b));
+                let mut added: BTreeSet<String> =
+                    mine.intersection(kind.set_by(a)).cloned().collect();
+                let unknown: Vec<String> = mine
+                    .difference(theirs)
+                    .filter(|k| !added.contains(*k) && (!a.complete || !by_base.contains(*k)))
+                    .cloned()
+                    .collect();
+                for k in unknown {
+                    report
+                        .unattributed
+                        .push(format!("config.{}.{k}", kind.field()));
+                    added.insert(k);
+                }
+                (added, BTreeSet::new())
+            }
+            (None, None) => (BTreeSet::new(), BTreeSet::new()),
+        }
     }
-    (out, report)
 }
 
 /// `v`, or `None` when it is absent or empty (`null`, `false`, `""`, `[]`, `{}`: what
