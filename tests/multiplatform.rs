@@ -512,14 +512,6 @@ fn plumbing_works_per_platform_and_jq_can_select() {
     assert_platform(&reg, work.path(), "app:amd64-only", "amd64", "linux/amd64");
 }
 
-fn pipeline_from(input: &str, steps: &[&[&str]]) -> String {
-    let mut doc = input.to_string();
-    for step in steps {
-        doc = ok(step, Some(doc.as_bytes()));
-    }
-    doc
-}
-
 #[test]
 fn index_targets_follow_the_tag_rules() {
     let reg = Registry::start();

@@ -115,14 +115,6 @@ fn unknown_fields_in_the_document_survive_every_step() {
     );
 }
 
-fn pipeline_from(input: &str, steps: &[&[&str]]) -> String {
-    let mut doc = input.to_string();
-    for step in steps {
-        doc = ok(step, Some(doc.as_bytes()));
-    }
-    doc
-}
-
 #[test]
 fn each_step_writes_one_line_of_json() {
     let (reg, _w) = fixture();

@@ -307,19 +307,7 @@ fn push(
         &fin.config_digest,
     );
     pushed.dry_run = args.dry_run;
-    let image = doc.require(Role::Image)?;
-    if check_target(
-        client,
-        target,
-        &fin.manifest_digest,
-        args.force,
-        own_tag_digest(image, target, args),
-        Source {
-            digest: &image.digest,
-            reference: &image.reference,
-        },
-        |current| is_rebase_of(client, doc, current),
-    )? {
+    if check_image_target(client, doc, target, &fin.manifest_digest, args)? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -383,18 +371,7 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Re
         pushed.unchanged = true;
         return Ok(pushed);
     }
-    if check_target(
-        client,
-        target,
-        &image.digest,
-        args.force,
-        own_tag_digest(image, target, args),
-        Source {
-            digest: &image.digest,
-            reference: &image.reference,
-        },
-        |current| is_rebase_of(client, doc, current),
-    )? {
+    if check_image_target(client, doc, target, &image.digest, args)? {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -486,6 +463,32 @@ fn check_target(
         return Err(refuse_overwrite(&r, &current, source.reference));
     }
     Ok(false)
+}
+
+/// `check_target` for a single image: its own tag is known to hold it in the porcelain,
+/// and a tag holding a rebase of it may be replaced.
+fn check_image_target(
+    client: &Client,
+    doc: &Unit,
+    target: &Target,
+    digest: &Digest,
+    args: &PushOptions,
+) -> Result<bool> {
+    let image = doc.require(Role::Image)?;
+    let source = Source {
+        digest: &image.digest,
+        reference: &image.reference,
+    };
+    let known = own_tag_digest(image, target, args);
+    check_target(
+        client,
+        target,
+        digest,
+        args.force,
+        known,
+        source,
+        |current| is_rebase_of(client, doc, current),
+    )
 }
 
 /// What the image's own tag holds, when that is known without asking: the porcelain

@@ -139,6 +139,23 @@ impl Client {
             .0)
     }
 
+    /// The response if its status is `want`; otherwise an error saying `doing`, with the
+    /// registry's error codes and what can be said about access rights.
+    fn expect(
+        &self,
+        resp: ureq::Response,
+        registry: &str,
+        method: &str,
+        want: u16,
+        doing: &str,
+    ) -> Result<ureq::Response> {
+        if resp.status() == want {
+            Ok(resp)
+        } else {
+            Err(self.transport.status_error(registry, method, resp, doing))
+        }
+    }
+
     /// GETs a manifest by tag or digest, checks its digest and size, and works out its
     /// media type (the `mediaType` field, else the Content-Type header).
     pub fn fetch_manifest(&self, r: &Reference) -> Result<Fetched> {
@@ -155,14 +172,13 @@ impl Client {
             &[("Accept", media::MANIFEST_ACCEPT)],
             None,
         )?;
-        if resp.status() != 200 {
-            return Err(self.transport.status_error(
-                &r.registry,
-                "GET",
-                resp,
-                "the registry refused the manifest request",
-            ));
-        }
+        let resp = self.expect(
+            resp,
+            &r.registry,
+            "GET",
+            200,
+            "the registry refused the manifest request",
+        )?;
         let content_type = resp.header("Content-Type").unwrap_or("").to_string();
         let header_digest = resp.header("Docker-Content-Digest").map(str::to_string);
         let bytes = http::read_limited(resp, MAX_JSON_BYTES, "manifest")?;
@@ -266,14 +282,13 @@ impl Client {
             &[],
             None,
         )?;
-        if resp.status() != 200 {
-            return Err(self.transport.status_error(
-                registry,
-                "GET",
-                resp,
-                "the registry refused the blob request",
-            ));
-        }
+        let resp = self.expect(
+            resp,
+            registry,
+            "GET",
+            200,
+            "the registry refused the blob request",
+        )?;
         let bytes = http::read_limited(resp, limit, "blob")?;
         digest.verify(&bytes, "blob")?;
         Ok(bytes)
@@ -365,14 +380,13 @@ impl Client {
             &[("Content-Length", "0")],
             Some(b""),
         )?;
-        if resp.status() != 202 {
-            return Err(self.transport.status_error(
-                registry,
-                "POST",
-                resp,
-                "the registry refused to start an upload",
-            ));
-        }
+        let resp = self.expect(
+            resp,
+            registry,
+            "POST",
+            202,
+            "the registry refused to start an upload",
+        )?;
         let location = resp
             .header("Location")
             .context("the registry started an upload without a Location")?;
@@ -383,14 +397,13 @@ impl Client {
         let resp = self
             .transport
             .send(registry, "PUT", &location, &headers, Some(bytes))?;
-        if resp.status() != 201 {
-            return Err(self.transport.status_error(
-                registry,
-                "PUT",
-                resp,
-                "the registry refused the upload",
-            ));
-        }
+        self.expect(
+            resp,
+            registry,
+            "PUT",
+            201,
+            "the registry refused the upload",
+        )?;
         Ok(())
     }
 
@@ -417,14 +430,13 @@ impl Client {
             &[("Content-Type", media_type)],
             Some(bytes),
         )?;
-        if resp.status() != 201 {
-            return Err(self.transport.status_error(
-                registry,
-                "PUT",
-                resp,
-                "the registry refused the manifest",
-            ));
-        }
+        let resp = self.expect(
+            resp,
+            registry,
+            "PUT",
+            201,
+            "the registry refused the manifest",
+        )?;
         let ours = Digest::of(bytes);
         if let Some(h) = resp
             .header("Docker-Content-Digest")

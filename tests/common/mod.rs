@@ -286,6 +286,15 @@ pub fn pipeline(steps: &[&[&str]]) -> String {
     String::from_utf8(input.unwrap()).unwrap()
 }
 
+/// Runs plumbing steps on a document, each step's stdout feeding the next one's stdin.
+pub fn pipeline_from(input: &str, steps: &[&[&str]]) -> String {
+    let mut doc = input.to_string();
+    for step in steps {
+        doc = ok(step, Some(doc.as_bytes()));
+    }
+    doc
+}
+
 /// Copies `reference` out with skopeo, unpacks it with umoci, and lists the regular files
 /// of its root filesystem (sorted, relative paths) with their contents.
 pub fn unpack(reg: &Registry, repo_ref: &str) -> Vec<(String, String)> {
