@@ -171,6 +171,28 @@ mod tests {
     }
 
     #[test]
+    fn a_base_name_with_tag_and_digest_names_the_tag() {
+        let s = section(
+            json!({"annotations": {BASE_NAME: format!("base:v2@{D}")}}),
+            json!({}),
+        );
+        let r = annotated_new_base(&s).unwrap().unwrap();
+        assert_eq!(r.to_string(), "reg.example:5000/base:v2");
+        let pinned = section(
+            json!({"annotations": {BASE_NAME: format!("base@{D}")}}),
+            json!({}),
+        );
+        let err = format!("{:#}", annotated_new_base(&pinned).unwrap_err());
+        assert!(err.contains("pinned to a digest"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_label_names_no_base() {
+        let s = section(json!({}), json!({"FROM": ""}));
+        assert!(label_base(&s, "FROM").unwrap().is_none());
+    }
+
+    #[test]
     fn annotations_give_both_bases_and_win_over_the_label() {
         let m =
             json!({"annotations": {BASE_NAME: "reg.example:5000/library/base:v1", BASE_DIGEST: D}});
