@@ -52,6 +52,35 @@ pub fn build(
             notes,
         });
     }
+    let (entries, changed) = rebuilt_entries(index, children, keep_attestations, &mut notes);
+    manifest["manifests"] = Value::Array(entries);
+    // An OCI index records its new base too, as its manifests do.
+    if changed
+        && oci
+        && let Some(base) = base_annotations
+    {
+        let annotations = crate::image::object_mut(&mut manifest, "annotations")?;
+        for key in [BASE_NAME, BASE_DIGEST] {
+            if let Some(v) = base.get(key) {
+                annotations.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    Ok(NewIndex {
+        manifest,
+        changed,
+        notes,
+    })
+}
+
+/// The index's entries with the rebased children swapped in and attestations left out
+/// (unless kept); and whether any entry changed.
+fn rebuilt_entries(
+    index: &Value,
+    children: &[Child],
+    keep_attestations: bool,
+    notes: &mut Vec<String>,
+) -> (Vec<Value>, bool) {
     let mut changed = false;
     let mut entries = Vec::new();
     for d in index["manifests"].as_array().into_iter().flatten() {
@@ -86,24 +115,7 @@ pub fn build(
         }
         entries.push(d);
     }
-    manifest["manifests"] = Value::Array(entries);
-    // An OCI index records its new base too, as its manifests do.
-    if changed
-        && oci
-        && let Some(base) = base_annotations
-    {
-        let annotations = crate::image::object_mut(&mut manifest, "annotations")?;
-        for key in [BASE_NAME, BASE_DIGEST] {
-            if let Some(v) = base.get(key) {
-                annotations.insert(key.to_string(), v.clone());
-            }
-        }
-    }
-    Ok(NewIndex {
-        manifest,
-        changed,
-        notes,
-    })
+    (entries, changed)
 }
 
 #[cfg(test)]

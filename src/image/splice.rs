@@ -38,77 +38,10 @@ pub fn splice(
 ) -> Result<Spliced> {
     let family = Family::of_manifest(image_media_type).context("the image")?;
     image::check_consistent("the new base", new_base.manifest, new_base.config)?;
-
-    let image_layers = image::layers(image.manifest)?;
-    let image_diff_ids = image::diff_ids(image.config)?;
-    let image_history = image::history(image.config);
-    if split.base_layers > image_layers.len() || split.base_layers > image_diff_ids.len() {
-        bail!(
-            "the split says the base has {} layers but the image has only {}",
-            split.base_layers,
-            image_layers.len()
-        );
-    }
-    if let Some(h) = image_history {
-        if split.base_history > h.len() {
-            bail!(
-                "the split says the base has {} history entries but the image has only {}",
-                split.base_history,
-                h.len()
-            );
-        }
-        let top_non_empty = image::non_empty_count(&h[split.base_history..]);
-        if top_non_empty != image_layers.len() - split.base_layers {
-            return Err(crate::error::NotBased(format!(
-                "the split does not divide the image consistently: its top part has {} layers but {} \
-                 history entries that created a layer, so the history does not line up with the layers it \
-                 keeps; split it with --old-base or --layers",
-                image_layers.len() - split.base_layers,
-                top_non_empty
-            ))
-            .into());
-        }
-    }
-
-    let mut layers = Vec::new();
-    for layer in image::layers(new_base.manifest)?
-        .iter()
-        .chain(&image_layers[split.base_layers..])
-    {
-        layers.push(convert_descriptor(layer, family)?);
-    }
-    let mut manifest = image.manifest.clone();
-    manifest["layers"] = Value::Array(layers);
-    manifest["config"]["mediaType"] = json!(family.config_type());
+    check_fits(image, split)?;
     let mut notes = Vec::new();
-    match family {
-        Family::Oci => {
-            let annotations = image::object_mut(&mut manifest, "annotations")?;
-            annotations.insert(crate::image::detect::BASE_NAME.into(), json!(base.name));
-            annotations.insert(crate::image::detect::BASE_DIGEST.into(), json!(base.digest));
-        }
-        Family::Docker => notes.push(
-            "Docker schema 2 manifests have no annotations: the new base is not recorded in the image \
-             (a FROM label, if the image has one, still names its base)"
-                .to_string(),
-        ),
-    }
-
-    let mut diff_ids = image::diff_ids(new_base.config)?.clone();
-    diff_ids.extend(image_diff_ids[split.base_layers..].iter().cloned());
-    let (mut config, report) = merge::merge(image.config, new_base.config, ancestor);
-    image::object_mut(&mut config, "rootfs")?.insert("diff_ids".into(), Value::Array(diff_ids));
-    if let Some(h) = image_history {
-        let mut history = match image::history(new_base.config) {
-            Some(base_history) => base_history.clone(),
-            // Keep the invariant: one non-empty entry for each of the base's layers.
-            None => (0..image::layers(new_base.manifest)?.len())
-                .map(|_| json!({"comment": "layer of the new base (which has no history)"}))
-                .collect(),
-        };
-        history.extend(h[split.base_history..].iter().cloned());
-        config["history"] = Value::Array(history);
-    }
+    let manifest = spliced_manifest(image, new_base, split, family, &base, &mut notes)?;
+    let (config, report) = spliced_config(image, new_base, split, ancestor)?;
     if !report.unattributed.is_empty() {
         notes.push(format!(
             "the image's history does not say who set {}; the image's values were kept",
@@ -121,6 +54,105 @@ pub fn splice(
         report,
         notes,
     })
+}
+
+/// Checks that the split fits the image: no more base layers or history entries than it
+/// has, and a top part whose history entries that made a layer match its layers.
+fn check_fits(image: Parts, split: &Split) -> Result<()> {
+    let layers = image::layers(image.manifest)?.len();
+    if split.base_layers > layers || split.base_layers > image::diff_ids(image.config)?.len() {
+        bail!(
+            "the split says the base has {} layers but the image has only {layers}",
+            split.base_layers,
+        );
+    }
+    let Some(h) = image::history(image.config) else {
+        return Ok(());
+    };
+    if split.base_history > h.len() {
+        bail!(
+            "the split says the base has {} history entries but the image has only {}",
+            split.base_history,
+            h.len()
+        );
+    }
+    let top_non_empty = image::non_empty_count(&h[split.base_history..]);
+    if top_non_empty != layers - split.base_layers {
+        return Err(crate::error::NotBased(format!(
+            "the split does not divide the image consistently: its top part has {} layers but {} \
+             history entries that created a layer, so the history does not line up with the layers it \
+             keeps; split it with --old-base or --layers",
+            layers - split.base_layers,
+            top_non_empty
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The image's manifest with the new base's layers under its own (media types of the
+/// image's family), recording the new base where the format can (OCI annotations).
+fn spliced_manifest(
+    image: Parts,
+    new_base: Parts,
+    split: &Split,
+    family: Family,
+    base: &BaseInfo,
+    notes: &mut Vec<String>,
+) -> Result<Value> {
+    let image_layers = image::layers(image.manifest)?;
+    let mut layers = Vec::new();
+    for layer in image::layers(new_base.manifest)?
+        .iter()
+        .chain(&image_layers[split.base_layers..])
+    {
+        layers.push(convert_descriptor(layer, family)?);
+    }
+    let mut manifest = image.manifest.clone();
+    manifest["layers"] = Value::Array(layers);
+    manifest["config"]["mediaType"] = json!(family.config_type());
+    match family {
+        Family::Oci => {
+            let annotations = image::object_mut(&mut manifest, "annotations")?;
+            annotations.insert(crate::image::detect::BASE_NAME.into(), json!(base.name));
+            annotations.insert(crate::image::detect::BASE_DIGEST.into(), json!(base.digest));
+        }
+        Family::Docker => notes.push(
+            "Docker schema 2 manifests have no annotations: the new base is not recorded in the image \
+             (a FROM label, if the image has one, still names its base)"
+                .to_string(),
+        ),
+    }
+    Ok(manifest)
+}
+
+/// The merged config with the new base's diff_ids and history under the image's own.
+fn spliced_config(
+    image: Parts,
+    new_base: Parts,
+    split: &Split,
+    ancestor: Ancestor,
+) -> Result<(Value, Report)> {
+    let mut diff_ids = image::diff_ids(new_base.config)?.clone();
+    diff_ids.extend(
+        image::diff_ids(image.config)?[split.base_layers..]
+            .iter()
+            .cloned(),
+    );
+    let (mut config, report) = merge::merge(image.config, new_base.config, ancestor);
+    image::object_mut(&mut config, "rootfs")?.insert("diff_ids".into(), Value::Array(diff_ids));
+    if let Some(h) = image::history(image.config) {
+        let mut history = match image::history(new_base.config) {
+            Some(base_history) => base_history.clone(),
+            // Keep the invariant: one non-empty entry for each of the base's layers.
+            None => (0..image::layers(new_base.manifest)?.len())
+                .map(|_| json!({"comment": "layer of the new base (which has no history)"}))
+                .collect(),
+        };
+        history.extend(h[split.base_history..].iter().cloned());
+        config["history"] = Value::Array(history);
+    }
+    Ok((config, report))
 }
 
 /// A layer descriptor with its media type in `family`; annotations dropped for Docker.

@@ -59,6 +59,33 @@ fn not_based(msg: String) -> anyhow::Error {
     NotBased(msg).into()
 }
 
+/// Checks that the old base's `base` items (layers, diff_ids or history entries, named by
+/// `what`, singular and plural) are the first of the image's.
+fn is_prefix<T: PartialEq + std::fmt::Display>(
+    what: (&str, &str),
+    base: &[T],
+    image: &[T],
+) -> Result<()> {
+    if base.len() > image.len() {
+        return Err(not_based(format!(
+            "the image is not based on the old base: the old base has {} {}, the image only {}",
+            base.len(),
+            what.1,
+            image.len()
+        )));
+    }
+    if let Some(i) = (0..base.len()).find(|&i| base[i] != image[i]) {
+        return Err(not_based(format!(
+            "the image is not based on the old base: {} {} differs (image {}, old base {})",
+            what.0,
+            i + 1,
+            image[i],
+            base[i]
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `base` is an exact prefix of `image` (layers by digest, diff_ids,
 /// history) and returns the split. Every failed check is a `NotBased` error that says
 /// which check failed.
@@ -70,53 +97,17 @@ pub fn by_old_base(image: Parts, base: Parts) -> Result<Split> {
 
     let image_layers = image::layer_digests(image.manifest)?;
     let base_layers = image::layer_digests(base.manifest)?;
-    if base_layers.len() > image_layers.len() {
-        return Err(not_based(format!(
-            "the image is not based on the old base: the old base has {} layers, the image only {}",
-            base_layers.len(),
-            image_layers.len()
-        )));
-    }
-    if let Some(i) = (0..base_layers.len()).find(|&i| base_layers[i] != image_layers[i]) {
-        return Err(not_based(format!(
-            "the image is not based on the old base: layer {} differs (image {}, old base {})",
-            i + 1,
-            image_layers[i],
-            base_layers[i]
-        )));
-    }
-
-    let image_diff_ids = image::diff_ids(image.config)?;
-    let base_diff_ids = image::diff_ids(base.config)?;
-    if let Some(i) = (0..base_diff_ids.len()).find(|&i| base_diff_ids[i] != image_diff_ids[i]) {
-        return Err(not_based(format!(
-            "the image is not based on the old base: diff_id {} differs (image {}, old base {})",
-            i + 1,
-            image_diff_ids[i],
-            base_diff_ids[i]
-        )));
-    }
-
+    is_prefix(("layer", "layers"), &base_layers, &image_layers)?;
+    let diff_ids = (
+        image::diff_ids(image.config)?,
+        image::diff_ids(base.config)?,
+    );
+    is_prefix(("diff_id", "diff_ids"), diff_ids.1, diff_ids.0)?;
     let image_history = image::history_slice(image.config);
     let base_history = match image::history(base.config) {
-        Some(base_history) => {
-            if base_history.len() > image_history.len() {
-                return Err(not_based(format!(
-                    "the image is not based on the old base: the old base has {} history entries, the image only {}",
-                    base_history.len(),
-                    image_history.len()
-                )));
-            }
-            if let Some(i) = (0..base_history.len()).find(|&i| base_history[i] != image_history[i])
-            {
-                return Err(not_based(format!(
-                    "the image is not based on the old base: history entry {} differs (image {}, old base {})",
-                    i + 1,
-                    image_history[i],
-                    base_history[i]
-                )));
-            }
-            base_history.len()
+        Some(h) => {
+            is_prefix(("history entry", "history entries"), h, image_history)?;
+            h.len()
         }
         // A base without history: its part of the image's history is the entries up to
         // and including the one of its last layer.
