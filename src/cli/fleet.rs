@@ -48,16 +48,7 @@ pub fn run(
         push: (&args.push).into(),
     };
     let text = read_list(path)?;
-    let numbered: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .enumerate()
-        .filter(|(k, _)| shard.is_none_or(|(i, n)| k % n == i))
-        .map(|(_, l)| l)
-        .collect();
-    let lines = fleet::read_lines(&defaults, &numbered);
+    let lines = fleet::read_lines(&defaults, &numbered(&text, shard));
     // --username credentials go only to the registries the list and the options name.
     let client = client(g, explicit, fleet::named_hosts(&lines), true)?;
     let total = lines.len();
@@ -84,6 +75,19 @@ pub fn run(
         bail!("{failed} of {total} images failed (see their JSON lines)");
     }
     Ok(())
+}
+
+/// The list's entries with their line numbers: blank lines and `#` comments left out,
+/// and with `--shard I/N` only the I-th of every N entries.
+fn numbered(text: &str, shard: Option<(usize, usize)>) -> Vec<(usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .filter(|(k, _)| shard.is_none_or(|(i, n)| k % n == i))
+        .map(|(_, l)| l)
+        .collect()
 }
 
 /// `--shard I/N`.

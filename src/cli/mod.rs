@@ -16,7 +16,7 @@ use crate::registry::credentials::{Credential, Found, Sources};
 use crate::registry::secret::Secret;
 use crate::registry::{Client, Options};
 use anyhow::{Context, Result, bail};
-use args::{Cli, Command, Global, RebaseArgs};
+use args::{Cli, Command, FetchManifestArgs, Global, RebaseArgs};
 use document_io::{read_document, write_document};
 use std::io::{BufRead, Write};
 
@@ -32,34 +32,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         })?;
     }
     match cli.command {
-        Command::FetchManifest(args) => {
-            let reference = args
-                .reference
-                .as_deref()
-                .map(|r| parse_reference(g, r))
-                .transpose()?;
-            let platforms = Platform::parse_list(&args.platform)?;
-            let explicit = explicit_credential(g, false)?;
-            let mut doc = read_document("fetch-manifest", true)?;
-            let hosts = doc.named_hosts().into_iter();
-            let hosts = hosts.chain(reference.as_ref().map(|r| r.registry.clone()));
-            let client = client(g, explicit, hosts, false)?;
-            let opts = fetch_manifest::Options {
-                label: &args.label,
-                platforms: &platforms,
-                annotation_failed: None,
-            };
-            let notes = fetch_manifest::step(
-                &client,
-                &mut doc,
-                args.role.into(),
-                reference.as_ref(),
-                &opts,
-            )?;
-            print_notes(err, &doc.skipped_notes())?;
-            print_notes(err, &notes)?;
-            write_document(&doc, out)
-        }
+        Command::FetchManifest(args) => fetch_manifest_cmd(g, &args, out, err),
         Command::FetchConfig => {
             with_client(g, "fetch-config", out, |client, doc| {
                 fetch_config::step(client, doc)?;
@@ -88,6 +61,36 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
         Command::Rebase(args) => rebase_one(g, &args, out, err),
     }
+}
+
+/// fetch-manifest: the document on stdin is optional (the first step of a pipeline).
+fn fetch_manifest_cmd(
+    g: &Global,
+    args: &FetchManifestArgs,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<()> {
+    let reference = args
+        .reference
+        .as_deref()
+        .map(|r| parse_reference(g, r))
+        .transpose()?;
+    let platforms = Platform::parse_list(&args.platform)?;
+    let explicit = explicit_credential(g, false)?;
+    let mut doc = read_document("fetch-manifest", true)?;
+    let hosts = doc.named_hosts().into_iter();
+    let hosts = hosts.chain(reference.as_ref().map(|r| r.registry.clone()));
+    let client = client(g, explicit, hosts, false)?;
+    let opts = fetch_manifest::Options {
+        label: &args.label,
+        platforms: &platforms,
+        annotation_failed: None,
+    };
+    let role = args.role.into();
+    let notes = fetch_manifest::step(&client, &mut doc, role, reference.as_ref(), &opts)?;
+    print_notes(err, &doc.skipped_notes())?;
+    print_notes(err, &notes)?;
+    write_document(&doc, out)
 }
 
 /// A plumbing step that talks to registries: reads the document, runs `step` with a

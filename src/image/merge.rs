@@ -110,7 +110,7 @@ impl Ancestry {
     ) -> Owner {
         match (changed, &self.top) {
             (Some(true), _) => Owner::Image,
-            (Some(false), _) => Owner::NewBase,
+            // (Some(false), _): unchanged from the old base, the last arm's new base.
             (None, _) if attributed => Owner::Image,
             (None, Some(a)) if (!a.complete || !explained) && differs => Owner::Unknown,
             _ => Owner::NewBase,

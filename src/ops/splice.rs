@@ -1,13 +1,13 @@
 //! splice: the rebased manifest and config of each unit, from its image, its new base and
 //! its split (the pure work is `image::splice`), and the target it is written to.
 
-use crate::document::{Document, ResultSection, Role, Target, Unit};
+use crate::document::{Document, ImageSection, ResultSection, Role, Split, Target, Unit};
 use crate::image;
 use crate::image::merge::Ancestor;
-use crate::image::splice::BaseInfo;
+use crate::image::splice::{BaseInfo, Spliced};
 use crate::image::split::{self, Parts};
 use anyhow::{Context, Result};
-use serde_json::Map;
+use serde_json::{Map, Value};
 
 /// Builds the rebased manifest and config from the image, the new base and the split.
 /// The config is merged against the old base's config when the split was made at the
@@ -32,32 +32,57 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
         manifest: &new.manifest,
         config: new.config(Role::NewBase)?,
     };
-    let target = Target {
-        registry: image.registry.clone(),
-        repository: image.repository.clone(),
-        tag: image.tag.clone(),
-        extra: Map::new(),
-    };
-
-    if split.up_to_date || split::already_on(ip, np, Some(split)).is_some() {
-        let result = ResultSection {
-            target,
-            media_type: image.media_type.clone(),
+    let result = if split.up_to_date || split::already_on(ip, np, Some(split)).is_some() {
+        ResultSection {
             manifest: image.manifest.clone(),
             config: ip.config.clone(),
             up_to_date: true,
-            from_new_base: vec![],
-            unattributed: vec![],
             notes: vec![format!(
                 "{} is already on {}: nothing to rebase",
                 image.reference, new.reference
             )],
-            extra: Map::new(),
-        };
-        doc.set_result(result);
-        return Ok(());
-    }
+            ..result_for(image)
+        }
+    } else {
+        let spliced = splice_unit(doc, ip, np, split)
+            .with_context(|| format!("splicing {} onto {}", image.reference, new.reference))?;
+        ResultSection {
+            manifest: spliced.manifest,
+            config: spliced.config,
+            from_new_base: spliced.report.from_new_base,
+            unattributed: spliced.report.unattributed,
+            notes: spliced.notes,
+            ..result_for(image)
+        }
+    };
+    doc.set_result(result);
+    Ok(())
+}
 
+/// An empty result for `image`, to be written back to its own place.
+fn result_for(image: &ImageSection) -> ResultSection {
+    ResultSection {
+        target: Target {
+            registry: image.registry.clone(),
+            repository: image.repository.clone(),
+            tag: image.tag.clone(),
+            extra: Map::new(),
+        },
+        media_type: image.media_type.clone(),
+        manifest: Value::Null,
+        config: Value::Null,
+        up_to_date: false,
+        from_new_base: vec![],
+        unattributed: vec![],
+        notes: vec![],
+        extra: Map::new(),
+    }
+}
+
+/// The pure splice of one unit: merged against the old base's config when the split was
+/// made at the old base, else against what the history says.
+fn splice_unit(doc: &Unit, ip: Parts, np: Parts, split: &Split) -> Result<Spliced> {
+    let (image, new) = (doc.require(Role::Image)?, doc.require(Role::NewBase)?);
     let history = image::history_slice(ip.config);
     let (base_history, top_history) = history.split_at(split.base_history.min(history.len()));
     let ancestor = match (&doc.old_base, split.method) {
@@ -72,7 +97,7 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
         name.digest = None;
     }
     let name = name.to_string();
-    let spliced = crate::image::splice::splice(
+    crate::image::splice::splice(
         ip,
         &image.media_type,
         np,
@@ -85,18 +110,4 @@ fn unit_step(doc: &mut Unit) -> Result<()> {
             digest: new.index_digest.as_ref().unwrap_or(&new.digest),
         },
     )
-    .with_context(|| format!("splicing {} onto {}", image.reference, new.reference))?;
-    let result = ResultSection {
-        target,
-        media_type: image.media_type.clone(),
-        manifest: spliced.manifest,
-        config: spliced.config,
-        up_to_date: false,
-        from_new_base: spliced.report.from_new_base,
-        unattributed: spliced.report.unattributed,
-        notes: spliced.notes,
-        extra: Map::new(),
-    };
-    doc.set_result(result);
-    Ok(())
 }
