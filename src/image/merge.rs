@@ -349,10 +349,8 @@ impl Sides {
             // Unchanged: written back exactly as it was (`null` stays `null`).
             return;
         }
-        let present = self.image.get(field).is_some() || self.new_base.get(field).is_some();
-        if present || !result.is_empty() {
-            merged.insert(field.to_string(), kind.write(result));
-        }
+        // Not reached when neither side has the field: `result` is then empty, as `mine`.
+        merged.insert(field.to_string(), kind.write(result));
     }
 
     /// `ExposedPorts` or `Volumes`, per entry.
@@ -586,6 +584,120 @@ mod tests {
             "ENTRYPOINT attributes Cmd to the app"
         );
         assert!(report.unattributed.is_empty(), "{report:?}");
+    }
+
+    fn from_history(image: &Value, new: &Value, top: &[Value]) -> (Value, Report) {
+        merge(image, new, Ancestor::History { base: &[], top })
+    }
+
+    #[test]
+    fn a_field_the_image_inherited_unchanged_takes_the_new_base_value() {
+        let old = cfg(&[], json!({}), json!({"User": "base", "WorkingDir": "/b"}));
+        let new = cfg(
+            &[],
+            json!({}),
+            json!({"User": "nobody", "WorkingDir": "/n"}),
+        );
+        let image = cfg(
+            &[],
+            json!({}),
+            json!({"User": "base", "WorkingDir": "/app"}),
+        );
+        let (m, report) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(m["config"]["User"], "nobody");
+        assert_eq!(
+            m["config"]["WorkingDir"], "/app",
+            "changed by the image: kept"
+        );
+        assert_eq!(report.from_new_base, ["config.User"]);
+    }
+
+    #[test]
+    fn the_new_base_ports_and_volumes_reach_an_image_that_has_none() {
+        let old = cfg(&[], json!({}), json!({}));
+        let new = cfg(
+            &[],
+            json!({}),
+            json!({"ExposedPorts": {"9/tcp": {}}, "Volumes": {"/v": {}}}),
+        );
+        let image = cfg(&[], json!({}), json!({}));
+        let (m, _) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(m["config"]["ExposedPorts"], json!({"9/tcp": {}}));
+        assert_eq!(m["config"]["Volumes"], json!({"/v": {}}));
+    }
+
+    #[test]
+    fn ports_the_new_base_dropped_leave_an_empty_object() {
+        let old = cfg(&[], json!({}), json!({"ExposedPorts": {"22/tcp": {}}}));
+        let new = cfg(&[], json!({}), json!({}));
+        let image = cfg(&[], json!({}), json!({"ExposedPorts": {"22/tcp": {}}}));
+        let (m, report) = merge(&image, &new, Ancestor::Config(&old));
+        assert_eq!(m["config"]["ExposedPorts"], json!({}));
+        assert_eq!(report.from_new_base, ["config.ExposedPorts.22/tcp"]);
+    }
+
+    #[test]
+    fn an_image_config_without_a_runtime_config_gets_the_new_base_one() {
+        let new = cfg(&["PATH=/usr/bin"], json!({"v": "2"}), json!({}));
+        let image = json!({"architecture": "amd64", "os": "linux"});
+        let (m, _) = from_history(&image, &new, &[]);
+        assert_eq!(m["config"]["Env"], json!(["PATH=/usr/bin"]));
+        assert_eq!(m["config"]["Labels"], json!({"v": "2"}));
+    }
+
+    #[test]
+    fn a_layer_of_unknown_text_changes_files_not_the_config() {
+        let new = cfg(&["PATH=/usr/bin"], json!({}), json!({}));
+        let image = cfg(&["PATH=/bin"], json!({}), json!({}));
+        // A builder's text nobody knows, but it made a layer: not a config change.
+        let top = [json!({"created_by": "some-builder step 3"})];
+        let (m, report) = from_history(&image, &new, &top);
+        assert_eq!(m["config"]["Env"], json!(["PATH=/usr/bin"]));
+        assert!(report.unattributed.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn expose_and_volume_in_history_are_told_apart() {
+        let new = cfg(&[], json!({}), json!({}));
+        let image = cfg(
+            &[],
+            json!({}),
+            json!({"ExposedPorts": {"80/tcp": {}}, "Volumes": {"/data": {}}}),
+        );
+        let top = [
+            json!({"created_by": "EXPOSE map[80/tcp:{}]", "empty_layer": true}),
+            json!({"created_by": "VOLUME [/data]", "empty_layer": true}),
+        ];
+        let (m, report) = from_history(&image, &new, &top);
+        assert_eq!(m["config"]["ExposedPorts"], json!({"80/tcp": {}}));
+        assert_eq!(m["config"]["Volumes"], json!({"/data": {}}));
+        assert!(report.unattributed.is_empty(), "{report:?}");
+        // Swapped, neither would be explained.
+        let swapped = [
+            json!({"created_by": "EXPOSE map[81/tcp:{}]", "empty_layer": true}),
+            json!({"created_by": "VOLUME [/data]", "empty_layer": true}),
+        ];
+        let (_, report) = from_history(&image, &new, &swapped);
+        assert_eq!(report.unattributed, ["config.ExposedPorts.80/tcp"]);
+    }
+
+    #[test]
+    fn stopsignal_healthcheck_shell_and_onbuild_entries_are_understood() {
+        let new = cfg(&["PATH=/usr/bin"], json!({"v": "2"}), json!({}));
+        let image = cfg(&["PATH=/bin"], json!({"v": "1"}), json!({}));
+        for text in [
+            "STOPSIGNAL SIGTERM",
+            "HEALTHCHECK &{[\"CMD\" \"true\"] 0s 0s 0s 0}",
+            "SHELL [\"/bin/bash\", \"-c\"]",
+            "ONBUILD RUN make",
+        ] {
+            let top = [json!({"created_by": text, "empty_layer": true})];
+            let (m, report) = from_history(&image, &new, &top);
+            // A readable history: what it does not set comes from the new base.
+            assert_eq!(m["config"]["Env"], json!(["PATH=/usr/bin"]), "{text}");
+            assert_eq!(m["config"]["Labels"], json!({"v": "2"}), "{text}");
+            assert!(report.unattributed.is_empty(), "{text}: {report:?}");
+        }
     }
 
     #[test]
