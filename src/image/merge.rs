@@ -592,24 +592,19 @@ mod tests {
 
     #[test]
     fn a_field_the_image_inherited_unchanged_takes_the_new_base_value() {
-        let old = cfg(&[], json!({}), json!({"User": "base", "WorkingDir": "/b"}));
-        let new = cfg(
-            &[],
-            json!({}),
-            json!({"User": "nobody", "WorkingDir": "/n"}),
-        );
-        let image = cfg(
-            &[],
-            json!({}),
-            json!({"User": "base", "WorkingDir": "/app"}),
-        );
+        let check = |test: &str| json!({"Test": [test]});
+        let fields = |user: &str, dir: &str, test: &str| json!({"User": user, "WorkingDir": dir, "Healthcheck": check(test)});
+        let old = cfg(&[], json!({}), fields("base", "/b", "true"));
+        let new = cfg(&[], json!({}), fields("nobody", "/n", "ok"));
+        let image = cfg(&[], json!({}), fields("base", "/app", "true"));
         let (m, report) = merge(&image, &new, Ancestor::Config(&old));
         assert_eq!(m["config"]["User"], "nobody");
+        assert_eq!(m["config"]["Healthcheck"], check("ok"));
         assert_eq!(
             m["config"]["WorkingDir"], "/app",
             "changed by the image: kept"
         );
-        assert_eq!(report.from_new_base, ["config.User"]);
+        assert_eq!(report.from_new_base, ["config.Healthcheck", "config.User"]);
     }
 
     #[test]

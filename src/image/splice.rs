@@ -309,6 +309,34 @@ mod tests {
     }
 
     #[test]
+    fn an_image_whose_own_part_adds_no_layer_is_rebased() {
+        // A config-only app: labels and a CMD on top of the base.
+        let v1 = img(&["a"], &["add a"]);
+        let v2 = img(&["c"], &["add c"]);
+        let app = img(&["a"], &["add a", "label#", "cmd#"]);
+        let split = by_old_base(parts(&app), parts(&v1)).unwrap();
+        assert_eq!((split.base_layers, split.top_layers), (1, 0));
+        let (m, c) = splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).unwrap();
+        assert_eq!(m["layers"], v2.0["layers"]);
+        assert_eq!(c["history"].as_array().unwrap().len(), 3);
+        image::check_consistent("result", &m, &c).unwrap();
+    }
+
+    #[test]
+    fn a_split_with_more_base_layers_than_the_image_has_is_refused() {
+        let v2 = img(&["c"], &["add c"]);
+        let app = img(&["a", "x"], &["add a", "add x"]);
+        let mut split = by_old_base(parts(&app), parts(&img(&["a"], &["add a"]))).unwrap();
+        split.base_layers = 3;
+        let err = splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the split says the base has 3 layers"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn refuses_a_split_that_does_not_fit() {
         let v2 = img(&["c"], &["add c"]);
         let app = img(&["a", "x"], &["add a", "add x"]);
