@@ -337,6 +337,34 @@ mod tests {
     }
 
     #[test]
+    fn an_image_with_no_part_of_its_own_becomes_the_new_base() {
+        let (v1, v2) = (img(&["a"], &["add a", "cmd#"]), img(&["c"], &["add c"]));
+        let split = by_old_base(parts(&v1), parts(&v1)).unwrap();
+        let (m, c) = splice(parts(&v1), OCI_MANIFEST, parts(&v2), &split).unwrap();
+        assert_eq!(m["layers"], v2.0["layers"]);
+        assert_eq!(c["history"], v2.1["history"]);
+    }
+
+    #[test]
+    fn an_image_with_fewer_diff_ids_than_layers_is_refused_not_a_panic() {
+        let v2 = img(&["c"], &["add c"]);
+        let mut app = img(&["a", "x"], &["add a", "add x"]);
+        app.1["rootfs"]["diff_ids"] = json!(["sha256:da"]);
+        let mut split =
+            by_old_base(parts(&app), parts(&img(&["a"], &["add a"]))).unwrap_or(Split {
+                method: crate::image::split::Method::Layers,
+                base_layers: 2,
+                base_history: 2,
+                top_layers: 0,
+                top_history: 0,
+                up_to_date: false,
+                extra: serde_json::Map::new(),
+            });
+        split.base_layers = 2;
+        assert!(splice(parts(&app), OCI_MANIFEST, parts(&v2), &split).is_err());
+    }
+
+    #[test]
     fn refuses_a_split_that_does_not_fit() {
         let v2 = img(&["c"], &["add c"]);
         let app = img(&["a", "x"], &["add a", "add x"]);
