@@ -153,56 +153,52 @@ fn lookup_in(config: &Value, registry: &str, file: &str) -> Result<Option<Found>
             .find(|(k, _)| host_matches(k, registry))
             .map(|(_, v)| v)
     });
-    let Some(entry) = entry else {
-        return Ok(None);
-    };
+    match entry {
+        Some(entry) => from_auths_entry(entry, registry, file),
+        None => Ok(None),
+    }
+}
+
+/// The credential in an `auths` entry: `identitytoken`, else `auth` (base64 of
+/// `user:password`), else `username` and `password`.
+fn from_auths_entry(entry: &Value, registry: &str, file: &str) -> Result<Option<Found>> {
     let source = format!("{file} (auths.{registry})");
-    if let Some(token) = entry
-        .get("identitytoken")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
+    let field = |k: &str| {
+        entry
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(token) = field("identitytoken") {
         return Ok(Some(Found {
             credential: Credential::IdentityToken(Secret::new(token)),
             source,
         }));
     }
-    if let Some(auth) = entry
-        .get("auth")
-        .and_then(Value::as_str)
-        .filter(|a| !a.is_empty())
-    {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                anyhow!("the auth field for {registry} in {file} is not base64 of user:password")
-            })?;
-        let (username, password) = decoded.split_once(':').ok_or_else(|| {
-            anyhow!("the auth field for {registry} in {file} is not base64 of user:password")
-        })?;
-        return Ok(Some(Found {
+    let basic = |username: &str, password: &str| {
+        Some(Found {
             credential: Credential::Basic {
                 username: username.to_string(),
                 password: Secret::new(password),
             },
-            source,
-        }));
+            source: source.clone(),
+        })
+    };
+    if let Some(auth) = field("auth") {
+        let not_base64 =
+            || anyhow!("the auth field for {registry} in {file} is not base64 of user:password");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(not_base64)?;
+        let (username, password) = decoded.split_once(':').ok_or_else(not_base64)?;
+        return Ok(basic(username, password));
     }
-    if let (Some(u), Some(p)) = (
-        entry.get("username").and_then(Value::as_str),
-        entry.get("password").and_then(Value::as_str),
-    ) {
-        return Ok(Some(Found {
-            credential: Credential::Basic {
-                username: u.to_string(),
-                password: Secret::new(p),
-            },
-            source,
-        }));
-    }
-    Ok(None)
+    let plain = |k: &str| entry.get(k).and_then(Value::as_str);
+    Ok(plain("username")
+        .zip(plain("password"))
+        .and_then(|(u, p)| basic(u, p)))
 }
 
 /// Runs `docker-credential-<helper> get` with the server URL on stdin.
