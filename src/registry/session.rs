@@ -248,28 +248,10 @@ impl Transport {
             else {
                 return Ok(resp);
             };
-            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-            let retry = match (&challenge, &st.challenge) {
-                // Asked for more than the token covers: once more with the wider scope.
-                (Challenge::Bearer { scope, .. }, _) => {
-                    let mut wanted = st.wanted.clone();
-                    // One scope parameter may hold several, space-separated.
-                    wanted.extend(
-                        scope
-                            .iter()
-                            .flat_map(|s| s.split_whitespace().map(str::to_string)),
-                    );
-                    if let Some(t) = st.token.take() {
-                        wanted.extend(t.requested);
-                    }
-                    st.wanted = auth::merge_scopes(&wanted);
-                    true
-                }
-                // Asked for Basic already: the same credentials (or none) again will not help.
-                (Challenge::Basic, Some(Challenge::Basic)) => false,
-                (Challenge::Basic, _) => true,
-            };
-            st.challenge = Some(challenge);
+            let retry = learn(
+                &mut state.lock().unwrap_or_else(|e| e.into_inner()),
+                challenge,
+            );
             if !retry {
                 return Ok(resp);
             }
@@ -452,6 +434,32 @@ impl Transport {
         };
         base.context(hint)
     }
+}
+
+/// Takes in a 401's challenge; whether asking again may help. A Bearer challenge asks
+/// for more than the token covers: the next token asks for that scope too. A Basic one
+/// after Basic credentials were sent will not be met by sending them again.
+fn learn(st: &mut State, challenge: Challenge) -> bool {
+    let retry = match (&challenge, &st.challenge) {
+        (Challenge::Bearer { scope, .. }, _) => {
+            let mut wanted = st.wanted.clone();
+            // One scope parameter may hold several, space-separated.
+            wanted.extend(
+                scope
+                    .iter()
+                    .flat_map(|s| s.split_whitespace().map(str::to_string)),
+            );
+            if let Some(t) = st.token.take() {
+                wanted.extend(t.requested);
+            }
+            st.wanted = auth::merge_scopes(&wanted);
+            true
+        }
+        (Challenge::Basic, Some(Challenge::Basic)) => false,
+        (Challenge::Basic, _) => true,
+    };
+    st.challenge = Some(challenge);
+    retry
 }
 
 /// A registry's failed ping, kept for the run and handed to every request for it: the
