@@ -477,3 +477,247 @@ fn no_method_left(view: &detect::View, why: &str, label: &str) -> anyhow::Error 
     ))
     .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::digest::Digest;
+    use crate::oci::media::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+    use crate::registry::fake::Fake;
+    use serde_json::json;
+
+    const NO_OPTIONS: Options = Options {
+        label: "FROM",
+        platforms: &[],
+        annotation_failed: None,
+    };
+
+    /// The bytes of a minimal OCI manifest for `arch` (its config need not exist).
+    fn manifest(arch: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": Digest::of(arch.as_bytes()), "size": 1},
+            "layers": [],
+        }))
+        .unwrap()
+    }
+
+    /// An OCI index in `app:1` of amd64, arm64 and an attestation of the amd64 image;
+    /// the index's digest and the digests of its entries.
+    fn index(fake: &Fake) -> (Digest, [Digest; 3]) {
+        let amd64 = fake.put_manifest("app", None, OCI_MANIFEST, &manifest("amd64"));
+        let arm64 = fake.put_manifest("app", None, OCI_MANIFEST, &manifest("arm64"));
+        let attestation = fake.put_manifest("app", None, OCI_MANIFEST, &manifest("in-toto"));
+        let entry = |d: &Digest, platform: Value| json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 1, "platform": platform});
+        let mut att = entry(
+            &attestation,
+            json!({"os": "unknown", "architecture": "unknown"}),
+        );
+        att["annotations"] = json!({
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": amd64,
+        });
+        let bytes = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                entry(&amd64, json!({"os": "linux", "architecture": "amd64"})),
+                entry(&arm64, json!({"os": "linux", "architecture": "arm64", "variant": "v8"})),
+                att,
+            ],
+        }))
+        .unwrap();
+        let digest = fake.put_manifest("app", Some("1"), OCI_INDEX, &bytes);
+        (digest, [amd64, arm64, attestation])
+    }
+
+    #[test]
+    fn fetching_an_image_by_tag_fills_the_image_section() {
+        let fake = Fake::start();
+        let bytes = manifest("amd64");
+        let digest = fake.put_manifest("app", Some("1"), OCI_MANIFEST, &bytes);
+        // Sections derived from an earlier image are dropped.
+        let mut doc = Document::from_json(
+            r#"{"image_rebase":1,"split":{"method":"layers","base_layers":1,"base_history":1,"top_layers":0,"top_history":0}}"#,
+        )
+        .unwrap();
+        let notes = step(
+            &fake.client(),
+            &mut doc,
+            Role::Image,
+            Some(&fake.r("app:1")),
+            &NO_OPTIONS,
+        )
+        .unwrap();
+        assert!(notes.is_empty());
+        let image = doc.unit.image.as_ref().expect("an image section");
+        assert_eq!(image.digest, digest);
+        assert_eq!(image.media_type, OCI_MANIFEST);
+        assert_eq!(image.size, bytes.len() as u64);
+        assert_eq!(image.found_by, Some(FoundBy::Argument));
+        assert_eq!(image.registry, fake.addr());
+        assert_eq!(image.repository, "app");
+        assert_eq!(image.tag.as_deref(), Some("1"));
+        assert_eq!(image.reference, format!("{}/app:1", fake.addr()));
+        assert_eq!(
+            image.manifest,
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        );
+        assert_eq!(image.index_digest, None);
+        assert!(doc.unit.split.is_none());
+        assert!(doc.index.is_none() && doc.platforms.is_empty());
+        // The found_by is written as "argument".
+        let out: Value = serde_json::from_str(&doc.to_json()).unwrap();
+        assert_eq!(out["image"]["found_by"], "argument");
+    }
+
+    #[test]
+    fn an_index_with_an_attestation_gives_one_platform_unit_per_image_platform_and_skips_the_attestation()
+     {
+        let fake = Fake::start();
+        let (digest, [amd64, arm64, attestation]) = index(&fake);
+        let mut doc = Document::default();
+        step(
+            &fake.client(),
+            &mut doc,
+            Role::Image,
+            Some(&fake.r("app:1")),
+            &NO_OPTIONS,
+        )
+        .unwrap();
+        let ix = doc.index.as_ref().expect("an index section");
+        assert_eq!(ix.digest, digest);
+        assert_eq!(ix.media_type, OCI_INDEX);
+        assert_eq!(ix.tag.as_deref(), Some("1"));
+        let platforms: Vec<String> = doc
+            .platforms
+            .iter()
+            .map(|p| p.platform.to_string())
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+        for (p, want) in doc.platforms.iter().zip([&amd64, &arm64]) {
+            let image = p.unit.image.as_ref().expect("an image per platform");
+            assert_eq!(&image.digest, want);
+            assert_eq!(image.found_by, Some(FoundBy::Index));
+            assert_eq!(image.index_digest.as_ref(), Some(&digest));
+            assert_eq!(image.reference, format!("{}/app@{want}", fake.addr()));
+        }
+        assert_eq!(ix.skipped.len(), 1, "{:?}", ix.skipped);
+        let skipped = &ix.skipped[0];
+        assert_eq!(skipped.digest, attestation);
+        assert_eq!(skipped.reason, SkipReason::Attestation);
+        assert_eq!(skipped.platform.as_deref(), Some("unknown/unknown"));
+        // The attestation's manifest is not fetched.
+        let asked: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.names(&attestation))
+            .collect();
+        assert!(asked.is_empty(), "{asked:#?}");
+        assert!(doc.unit.image.is_none());
+    }
+
+    #[test]
+    fn platforms_left_out_by_platform_are_skipped_as_excluded() {
+        let fake = Fake::start();
+        let (_, [amd64, arm64, _]) = index(&fake);
+        let wanted = [Platform::parse("linux/arm64").unwrap()];
+        let opts = Options {
+            platforms: &wanted,
+            ..NO_OPTIONS
+        };
+        let mut doc = Document::default();
+        step(
+            &fake.client(),
+            &mut doc,
+            Role::Image,
+            Some(&fake.r("app:1")),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(doc.platforms.len(), 1);
+        assert_eq!(doc.platforms[0].unit.image.as_ref().unwrap().digest, arm64);
+        let ix = doc.index.as_ref().unwrap();
+        let excluded: Vec<_> = ix
+            .skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::ExcludedByPlatform)
+            .map(|s| &s.digest)
+            .collect();
+        assert_eq!(excluded, [&amd64]);
+        assert!(
+            !fake.requests().iter().any(|r| r.names(&amd64)),
+            "not fetched"
+        );
+    }
+
+    #[test]
+    fn an_index_with_no_platform_left_is_refused() {
+        let fake = Fake::start();
+        index(&fake);
+        let wanted = [Platform::parse("linux/s390x").unwrap()];
+        let opts = Options {
+            platforms: &wanted,
+            ..NO_OPTIONS
+        };
+        let mut doc = Document::default();
+        let err = step(
+            &fake.client(),
+            &mut doc,
+            Role::Image,
+            Some(&fake.r("app:1")),
+            &opts,
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("no platform of the index is left"), "{msg}");
+        assert!(msg.contains("linux/s390x"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_image_is_an_error_naming_the_reference() {
+        let fake = Fake::start();
+        let mut doc = Document::default();
+        let r = fake.r("app:1");
+        let err = step(&fake.client(), &mut doc, Role::Image, Some(&r), &NO_OPTIONS).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&format!("fetching manifest {r}")), "{msg}");
+        assert!(msg.contains("MANIFEST_UNKNOWN"), "{msg}");
+        assert!(doc.unit.image.is_none());
+    }
+
+    #[test]
+    fn a_base_given_as_an_argument_is_found_by_argument_and_drops_the_split() {
+        let fake = Fake::start();
+        let image = fake.put_manifest("app", Some("1"), OCI_MANIFEST, &manifest("amd64"));
+        let base = fake.put_manifest("base", Some("v2"), OCI_MANIFEST, &manifest("base"));
+        let client = fake.client();
+        let mut doc = Document::default();
+        step(
+            &client,
+            &mut doc,
+            Role::Image,
+            Some(&fake.r("app:1")),
+            &NO_OPTIONS,
+        )
+        .unwrap();
+        doc.unit.split = Some(
+            serde_json::from_value(json!({"method": "layers", "base_layers": 0, "base_history": 0, "top_layers": 0, "top_history": 0}))
+                .unwrap(),
+        );
+        step(
+            &client,
+            &mut doc,
+            Role::NewBase,
+            Some(&fake.r("base:v2")),
+            &NO_OPTIONS,
+        )
+        .unwrap();
+        let new_base = doc.unit.new_base.as_ref().expect("a new_base section");
+        assert_eq!(new_base.digest, base);
+        assert_eq!(new_base.found_by, Some(FoundBy::Argument));
+        assert_eq!(doc.unit.image.as_ref().unwrap().digest, image);
+        assert!(doc.unit.split.is_none());
+    }
+}

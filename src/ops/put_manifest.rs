@@ -590,3 +590,441 @@ fn refuse_overwrite(target: &Reference, current: &Digest, image: &str) -> anyhow
          give --force to overwrite it, or another --tag"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::media::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+    use crate::registry::fake::{Fake, Request};
+    use serde_json::{Value, json};
+
+    const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    /// A config for `arch` with one diff_id and history entry per `created_by`.
+    fn config_for(arch: &str, created_by: &[&str]) -> Value {
+        json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": created_by.iter().map(|c| Digest::of(c.as_bytes())).collect::<Vec<_>>()},
+            "history": created_by.iter().map(|c| json!({"created_by": c})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn config(created_by: &[&str]) -> Value {
+        config_for("amd64", created_by)
+    }
+
+    fn manifest(config: &Value, layers: &[&Digest]) -> Value {
+        let config_bytes = serde_json::to_vec(config).unwrap();
+        json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": Digest::of(&config_bytes), "size": config_bytes.len()},
+            "layers": layers.iter().map(|d| json!({"mediaType": LAYER_TYPE, "digest": d, "size": 1})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Stores an image with this config (its layers, config and manifest, under `tag`
+    /// when given) in `repository`; its manifest and the digest of the manifest's bytes.
+    fn store_config(
+        fake: &Fake,
+        repository: &str,
+        tag: Option<&str>,
+        config: &Value,
+        created_by: &[&str],
+    ) -> (Value, Digest) {
+        let layers: Vec<Digest> = created_by
+            .iter()
+            .map(|c| fake.put_blob(repository, format!("layer of {c}").as_bytes()))
+            .collect();
+        fake.put_blob(repository, &serde_json::to_vec(config).unwrap());
+        let manifest = manifest(config, &layers.iter().collect::<Vec<_>>());
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = fake.put_manifest(repository, tag, OCI_MANIFEST, &bytes);
+        (manifest, digest)
+    }
+
+    /// `store_config` of an amd64 image under `tag`; its manifest, config and digest.
+    fn store(
+        fake: &Fake,
+        repository: &str,
+        tag: &str,
+        created_by: &[&str],
+    ) -> (Value, Value, Digest) {
+        let config = config(created_by);
+        let (manifest, digest) = store_config(fake, repository, Some(tag), &config, created_by);
+        (manifest, config, digest)
+    }
+
+    fn layer(created_by: &str) -> Digest {
+        Digest::of(format!("layer of {created_by}").as_bytes())
+    }
+
+    /// The sections of a rebase of the `arch` image in `app` (old base, then app) onto
+    /// `base:v2`; the result (new base, then app) is to be written to `app`, under
+    /// `target_tag` when given. The fake holds the image (under `image_tag` when given,
+    /// else by digest only) and the new base. Also the image's digest.
+    fn unit(
+        fake: &Fake,
+        arch: &str,
+        image_tag: Option<&str>,
+        target_tag: Option<&str>,
+    ) -> (Value, Digest) {
+        let image_config = config_for(arch, &["old base", "app"]);
+        let (image, image_digest) =
+            store_config(fake, "app", image_tag, &image_config, &["old base", "app"]);
+        let new_base_config = config_for(arch, &["new base"]);
+        let (new_base, new_base_digest) =
+            store_config(fake, "base", Some("v2"), &new_base_config, &["new base"]);
+        let result_config = config_for(arch, &["new base", "app"]);
+        let result = manifest(&result_config, &[&layer("new base"), &layer("app")]);
+        let section = |repository: &str,
+                       tag: Option<&str>,
+                       manifest: &Value,
+                       config: &Value,
+                       digest: &Digest| {
+            json!({
+                "reference": match tag {
+                    Some(t) => format!("{}/{repository}:{t}", fake.addr()),
+                    None => format!("{}/{repository}@{digest}", fake.addr()),
+                },
+                "registry": fake.addr(), "repository": repository, "tag": tag,
+                "digest": digest, "media_type": OCI_MANIFEST,
+                "size": serde_json::to_vec(manifest).unwrap().len(),
+                "manifest": manifest, "config": config,
+            })
+        };
+        let unit = json!({
+            "image": section("app", image_tag, &image, &image_config, &image_digest),
+            "new_base": section("base", Some("v2"), &new_base, &new_base_config, &new_base_digest),
+            "split": {"method": "layers", "base_layers": 1, "base_history": 1, "top_layers": 1, "top_history": 1},
+            "result": {
+                "target": {"registry": fake.addr(), "repository": "app", "tag": target_tag},
+                "media_type": OCI_MANIFEST,
+                "manifest": result,
+                "config": result_config,
+            },
+        });
+        (unit, image_digest)
+    }
+
+    /// A document rebasing the single image `app:1` (see `unit`); the result is to be
+    /// written to `app:<target_tag>`.
+    fn document(fake: &Fake, target_tag: &str) -> Document {
+        let (mut doc, _) = unit(fake, "amd64", Some("1"), Some(target_tag));
+        doc["image_rebase"] = json!(1);
+        Document::from_json(&doc.to_string()).unwrap()
+    }
+
+    /// A document rebasing the OCI index `app:1` of an amd64 and an arm64 image.
+    fn index_document(fake: &Fake) -> Document {
+        let platforms: Vec<(Value, Value, Digest)> = ["amd64", "arm64"]
+            .into_iter()
+            .map(|arch| {
+                let (unit, digest) = unit(fake, arch, None, None);
+                (json!({"os": "linux", "architecture": arch}), unit, digest)
+            })
+            .collect();
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": platforms.iter().map(|(platform, unit, digest)| json!({
+                "mediaType": OCI_MANIFEST, "digest": digest,
+                "size": serde_json::to_vec(&unit["image"]["manifest"]).unwrap().len(),
+                "platform": platform,
+            })).collect::<Vec<_>>(),
+        });
+        let bytes = serde_json::to_vec(&index).unwrap();
+        let digest = fake.put_manifest("app", Some("1"), OCI_INDEX, &bytes);
+        let doc = json!({
+            "image_rebase": 1,
+            "index": {
+                "reference": format!("{}/app:1", fake.addr()),
+                "registry": fake.addr(), "repository": "app", "tag": "1",
+                "digest": digest, "media_type": OCI_INDEX, "size": bytes.len(),
+                "manifest": index, "skipped": [],
+            },
+            "platforms": platforms.into_iter().map(|(platform, mut unit, _)| {
+                unit["platform"] = platform;
+                unit
+            }).collect::<Vec<_>>(),
+        });
+        Document::from_json(&doc.to_string()).unwrap()
+    }
+
+    fn writes(fake: &Fake) -> Vec<Request> {
+        fake.requests()
+            .into_iter()
+            .filter(Request::writes)
+            .collect()
+    }
+
+    fn pushed(doc: &Document) -> &Pushed {
+        doc.unit.pushed.as_ref().expect("a pushed section")
+    }
+
+    #[test]
+    fn the_target_tag_is_written_and_the_mounted_present_and_uploaded_blobs_are_recorded() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let p = pushed(&doc);
+        let written = fake.manifest("app", "rebased").expect("the tag is written");
+        assert_eq!(Digest::of(&written), p.digest);
+        assert_eq!(p.size, written.len() as u64);
+        assert_eq!(p.tag.as_deref(), Some("rebased"));
+        assert_eq!(p.reference, format!("{}/app@{}", fake.addr(), p.digest));
+        let written: Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(
+            image::layer_digests(&written).unwrap(),
+            [layer("new base").as_str(), layer("app").as_str()]
+        );
+        // The new base's layer is mounted from base; the app's layer is in app already
+        // (the image lists it); the new config is uploaded.
+        assert_eq!(p.mounted, [layer("new base")]);
+        assert_eq!(p.present, [layer("app")]);
+        assert_eq!(p.uploaded, std::slice::from_ref(&p.config_digest));
+        assert_eq!(written["config"]["digest"], p.config_digest.to_string());
+        assert!(fake.has_blob("app", &p.config_digest));
+        assert!(fake.has_blob("app", &layer("new base")));
+        assert!(!p.unchanged && !p.dry_run);
+    }
+
+    #[test]
+    fn a_dry_run_writes_nothing_and_records_what_it_would_do() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        let args = PushOptions {
+            dry_run: true,
+            ..PushOptions::default()
+        };
+        step(&fake.client(), &mut doc, &args).unwrap();
+        let p = pushed(&doc);
+        assert!(p.dry_run);
+        assert_eq!(p.mounted, [layer("new base")]);
+        assert_eq!(p.uploaded, std::slice::from_ref(&p.config_digest));
+        assert_eq!(writes(&fake), []);
+        assert_eq!(fake.manifest("app", "rebased"), None);
+    }
+
+    #[test]
+    fn a_target_tag_holding_an_unrelated_image_is_refused_without_force() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        let (_, _, unrelated) = store(&fake, "app", "rebased", &["something else"]);
+        fake.clear_requests();
+        let err = step(&fake.client(), &mut doc, &PushOptions::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--force"), "{msg}");
+        assert!(msg.contains(unrelated.as_str()), "{msg}");
+        assert_eq!(writes(&fake), []);
+        assert_eq!(
+            fake.manifest("app", "rebased").map(|b| Digest::of(&b)),
+            Some(unrelated)
+        );
+        assert!(doc.unit.pushed.is_none());
+    }
+
+    #[test]
+    fn with_force_a_target_tag_holding_an_unrelated_image_is_overwritten() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        let (_, _, unrelated) = store(&fake, "app", "rebased", &["something else"]);
+        let args = PushOptions {
+            force: true,
+            ..PushOptions::default()
+        };
+        step(&fake.client(), &mut doc, &args).unwrap();
+        let now = fake.manifest("app", "rebased").map(|b| Digest::of(&b));
+        assert_eq!(now.as_ref(), Some(&pushed(&doc).digest));
+        assert_ne!(now, Some(unrelated));
+    }
+
+    #[test]
+    fn a_target_tag_holding_a_rebase_of_the_image_is_replaced_without_force() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        // An earlier rebase of the image onto another base: the same own part on top.
+        let (m, _, _) = store(&fake, "app", "rebased", &["older base", "app"]);
+        assert_eq!(m["layers"][1]["digest"], layer("app").to_string());
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let now = fake.manifest("app", "rebased").map(|b| Digest::of(&b));
+        assert_eq!(now.as_ref(), Some(&pushed(&doc).digest));
+    }
+
+    #[test]
+    fn a_stale_document_whose_own_tag_now_holds_another_image_is_refused() {
+        let fake = Fake::start();
+        // The result is to replace the image at its own tag, app:1 ...
+        let mut doc = document(&fake, "1");
+        // ... which someone has moved to another image since the document was made.
+        let (_, _, other) = store(&fake, "app", "1", &["something else"]);
+        let args = PushOptions {
+            image_is_current: false,
+            ..PushOptions::default()
+        };
+        let err = step(&fake.client(), &mut doc, &args).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--force"), "{msg}");
+        assert!(msg.contains(other.as_str()), "{msg}");
+        assert_eq!(
+            fake.count("HEAD", "/v2/app/manifests/1"),
+            1,
+            "asked what it holds"
+        );
+        assert_eq!(writes(&fake), []);
+        assert_eq!(
+            fake.manifest("app", "1").map(|b| Digest::of(&b)),
+            Some(other)
+        );
+    }
+
+    #[test]
+    fn a_stale_document_whose_own_tag_still_holds_the_image_is_written() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "1");
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        assert_eq!(fake.count("HEAD", "/v2/app/manifests/1"), 1);
+        let now = fake.manifest("app", "1").map(|b| Digest::of(&b));
+        assert_eq!(now.as_ref(), Some(&pushed(&doc).digest));
+    }
+
+    #[test]
+    fn a_current_document_writes_its_own_tag_without_asking_what_it_holds() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "1");
+        let args = PushOptions {
+            image_is_current: true,
+            ..PushOptions::default()
+        };
+        step(&fake.client(), &mut doc, &args).unwrap();
+        assert_eq!(fake.count("HEAD", "/v2/app/manifests/1"), 0);
+        let now = fake.manifest("app", "1").map(|b| Digest::of(&b));
+        assert_eq!(now.as_ref(), Some(&pushed(&doc).digest));
+    }
+
+    #[test]
+    fn a_rerun_finds_the_tag_already_holding_the_result_and_writes_nothing() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let first = pushed(&doc).clone();
+        assert!(!first.unchanged);
+        fake.clear_requests();
+        let mut again = document(&fake, "rebased");
+        step(&fake.client(), &mut again, &PushOptions::default()).unwrap();
+        let p = pushed(&again);
+        assert!(p.unchanged);
+        assert_eq!(p.digest, first.digest);
+        assert!(p.mounted.is_empty() && p.uploaded.is_empty());
+        assert_eq!(writes(&fake), []);
+        assert_eq!(fake.count("HEAD", "/v2/app/manifests/rebased"), 1);
+    }
+
+    #[test]
+    fn an_up_to_date_image_is_written_to_another_repository_with_its_own_bytes() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "1");
+        {
+            let result = doc.unit.result.as_mut().unwrap();
+            result.up_to_date = true;
+            result.target.repository = "mirror".into();
+        }
+        let image_bytes = fake.manifest("app", "1").unwrap();
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        assert_eq!(fake.manifest("mirror", "1"), Some(image_bytes.clone()));
+        let p = pushed(&doc);
+        assert_eq!(p.digest, Digest::of(&image_bytes));
+        // Every blob, the config too, is mounted from the image's repository.
+        assert_eq!(p.mounted.len(), 3, "{p:?}");
+        assert!(p.uploaded.is_empty());
+    }
+
+    #[test]
+    fn an_up_to_date_image_at_its_own_tag_writes_nothing() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "1");
+        doc.unit.result.as_mut().unwrap().up_to_date = true;
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        assert!(pushed(&doc).unchanged);
+        assert_eq!(pushed(&doc).digest, doc.unit.image.as_ref().unwrap().digest);
+        // Not even a question: the tag is the image's own.
+        let asked: Vec<Request> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path != "/v2/")
+            .collect();
+        assert_eq!(asked, []);
+    }
+
+    #[test]
+    fn single_is_refused_for_a_single_image() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        let args = PushOptions {
+            single: true,
+            ..PushOptions::default()
+        };
+        let err = step(&fake.client(), &mut doc, &args).unwrap_err();
+        assert!(err.to_string().contains("--single"), "{err:#}");
+        assert_eq!(writes(&fake), []);
+    }
+
+    #[test]
+    fn an_index_is_written_under_its_tag_after_each_platform_by_digest() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        let was = doc.index.as_ref().unwrap().digest.clone();
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let children: Vec<Digest> = doc
+            .platforms
+            .iter()
+            .map(|p| {
+                let pushed = p.unit.pushed.as_ref().expect("each platform pushed");
+                assert_eq!(pushed.tag, None, "a platform is pushed by digest");
+                assert!(fake.manifest("app", pushed.digest.as_str()).is_some());
+                pushed.digest.clone()
+            })
+            .collect();
+        assert_eq!(children.len(), 2);
+        let ix = doc.index.as_ref().unwrap();
+        let pushed = ix.pushed.as_ref().expect("the index pushed");
+        assert_eq!(pushed.tag.as_deref(), Some("1"));
+        assert_ne!(pushed.digest, was);
+        let now = fake.manifest("app", "1").expect("the tag holds an index");
+        assert_eq!(Digest::of(&now), pushed.digest);
+        let now: Value = serde_json::from_slice(&now).unwrap();
+        let listed: Vec<&str> = now["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, [children[0].as_str(), children[1].as_str()]);
+        // The index last: after every platform's manifest.
+        let log = fake.requests();
+        let puts: Vec<&Request> = log
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.starts_with("/v2/app/manifests/"))
+            .collect();
+        assert_eq!(puts.len(), 3, "{puts:#?}");
+        assert_eq!(puts[2].path, "/v2/app/manifests/1");
+    }
+
+    #[test]
+    fn an_index_tag_holding_an_unrelated_image_is_refused_before_the_index_is_written() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        let (_, _, unrelated) = store(&fake, "app", "other", &["something else"]);
+        let args = PushOptions {
+            tag: Some("other".into()),
+            ..PushOptions::default()
+        };
+        let err = step(&fake.client(), &mut doc, &args).unwrap_err();
+        assert!(format!("{err:#}").contains("--force"), "{err:#}");
+        assert_eq!(
+            fake.manifest("app", "other").map(|b| Digest::of(&b)),
+            Some(unrelated)
+        );
+        assert_eq!(fake.count("PUT", "/v2/app/manifests/other"), 0);
+    }
+}

@@ -5,6 +5,8 @@
 mod auth;
 pub mod credentials;
 mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 mod http;
 mod push;
 pub mod secret;
@@ -477,5 +479,257 @@ mod tests {
                 "{repo} {reference}"
             );
         }
+    }
+
+    use crate::oci::media::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+    use fake::Fake;
+
+    fn manifest() -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+            Digest::of(b"{}")
+        )
+        .into_bytes()
+    }
+
+    /// The error and its causes, one line.
+    fn message(err: anyhow::Error) -> String {
+        format!("{err:#}")
+    }
+
+    /// The error of a call that must fail (`Fetched` has no Debug for `unwrap_err`).
+    fn error_of<T>(result: Result<T>) -> anyhow::Error {
+        match result {
+            Ok(_) => panic!("the call succeeded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn fetch_manifest_by_tag_gives_the_exact_bytes_their_digest_and_media_type() {
+        let fake = Fake::start();
+        let digest = fake.put_manifest("team/app", Some("1"), OCI_MANIFEST, &manifest());
+        let fetched = fake.client().fetch_manifest(&fake.r("team/app:1")).unwrap();
+        assert_eq!(fetched.bytes, manifest());
+        assert_eq!(fetched.digest, digest);
+        assert_eq!(fetched.media_type, OCI_MANIFEST);
+        assert_eq!(fake.count("GET", "/v2/team/app/manifests/1"), 1);
+    }
+
+    #[test]
+    fn fetch_manifest_by_digest_refuses_bytes_that_do_not_match_the_digest() {
+        let fake = Fake::start();
+        let claimed = Digest::of(b"another manifest");
+        fake.put_manifest_raw("app", None, &claimed, OCI_MANIFEST, &manifest());
+        let err = error_of(
+            fake.client()
+                .fetch_manifest(&fake.r(&format!("app@{claimed}"))),
+        );
+        let msg = message(err);
+        assert!(msg.contains("content does not match its digest"), "{msg}");
+        assert!(msg.contains(claimed.as_str()), "{msg}");
+        assert!(msg.contains(Digest::of(&manifest()).as_str()), "{msg}");
+    }
+
+    #[test]
+    fn fetch_manifest_refuses_a_docker_content_digest_that_disagrees_with_the_bytes() {
+        let fake = Fake::start();
+        let claimed = Digest::of(b"another manifest");
+        // Served by tag with `Docker-Content-Digest: <claimed>`.
+        fake.put_manifest_raw("app", Some("1"), &claimed, OCI_MANIFEST, &manifest());
+        let msg = message(error_of(fake.client().fetch_manifest(&fake.r("app:1"))));
+        assert!(
+            msg.contains(&format!("hash to {}", Digest::of(&manifest()))),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("its digest is {claimed}")), "{msg}");
+    }
+
+    #[test]
+    fn a_manifest_without_a_media_type_field_takes_it_from_the_content_type() {
+        let fake = Fake::start();
+        let untyped = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        fake.put_manifest("app", Some("docker"), DOCKER_MANIFEST, untyped);
+        // application/json: an untyped index is told from a manifest by its "manifests".
+        let plain = br#"{"schemaVersion":2,"config":{},"layers":[{}]}"#;
+        fake.put_manifest("app", Some("plain"), "application/json", plain);
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        fake.put_manifest("app", Some("index"), "application/json", index);
+        let client = fake.client();
+        for (tag, want) in [
+            ("docker", DOCKER_MANIFEST),
+            ("plain", OCI_MANIFEST),
+            ("index", OCI_INDEX),
+        ] {
+            let got = client
+                .fetch_manifest(&fake.r(&format!("app:{tag}")))
+                .unwrap();
+            assert_eq!(got.media_type, want, "{tag}");
+        }
+    }
+
+    #[test]
+    fn a_missing_manifest_is_an_error_with_the_registry_code() {
+        let fake = Fake::start();
+        let err = error_of(fake.client().fetch_manifest(&fake.r("app:1")));
+        let code = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<RegistryError>())
+            .map(|e| (e.status, e.has_code("MANIFEST_UNKNOWN")));
+        assert_eq!(code, Some((404, true)), "{err:#}");
+    }
+
+    #[test]
+    fn head_manifest_gives_none_on_404_and_the_digest_otherwise() {
+        let fake = Fake::start();
+        let digest = fake.put_manifest("app", Some("1"), OCI_MANIFEST, &manifest());
+        let client = fake.client();
+        assert_eq!(client.head_manifest(&fake.r("app:2")).unwrap(), None);
+        assert_eq!(client.head_manifest(&fake.r("other:1")).unwrap(), None);
+        assert_eq!(
+            client.head_manifest(&fake.r("app:1")).unwrap(),
+            Some(digest)
+        );
+        assert_eq!(fake.count("HEAD", "/v2/app/manifests/1"), 1);
+        assert_eq!(fake.count("GET", "/v2/app/manifests/1"), 0, "a HEAD only");
+    }
+
+    #[test]
+    fn upload_blob_then_fetch_blob_round_trips() {
+        let fake = Fake::start();
+        let client = fake.client();
+        let bytes = b"some blob bytes".to_vec();
+        let digest = Digest::of(&bytes);
+        let reg = fake.addr();
+        assert!(!client.blob_exists(reg, "app", &digest).unwrap());
+        client.upload_blob(reg, "app", &digest, &bytes).unwrap();
+        assert!(fake.has_blob("app", &digest));
+        assert!(client.blob_exists(reg, "app", &digest).unwrap());
+        assert_eq!(client.fetch_blob(reg, "app", &digest, 1024).unwrap(), bytes);
+        // One POST for the session, one PUT with the digest and the bytes.
+        let uploads: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/v2/app/blobs/uploads/"))
+            .collect();
+        assert_eq!(uploads.len(), 2, "{uploads:#?}");
+        assert_eq!(uploads[0].method, "POST");
+        assert_eq!(uploads[1].method, "PUT");
+        assert_eq!(uploads[1].param("digest"), Some(digest.to_string()));
+        assert!(
+            uploads[1].param("_state").is_some(),
+            "the Location's query is kept"
+        );
+    }
+
+    #[test]
+    fn upload_blob_with_a_digest_that_does_not_match_is_refused() {
+        let fake = Fake::start();
+        let wrong = Digest::of(b"other bytes");
+        let err = fake
+            .client()
+            .upload_blob(fake.addr(), "app", &wrong, b"bytes")
+            .unwrap_err();
+        let refused = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<RegistryError>())
+            .is_some_and(|e| e.has_code("DIGEST_INVALID"));
+        assert!(refused, "{err:#}");
+        assert!(!fake.has_blob("app", &wrong));
+    }
+
+    #[test]
+    fn fetch_blob_refuses_bytes_that_do_not_match_the_digest_or_the_limit() {
+        let fake = Fake::start();
+        let claimed = Digest::of(b"the real blob");
+        fake.put_blob_raw("app", &claimed, b"a different blob");
+        let client = fake.client();
+        let msg = message(
+            client
+                .fetch_blob(fake.addr(), "app", &claimed, 1024)
+                .unwrap_err(),
+        );
+        assert!(msg.contains("content does not match its digest"), "{msg}");
+        let big = fake.put_blob("app", &[b'x'; 100]);
+        let msg = message(client.fetch_blob(fake.addr(), "app", &big, 99).unwrap_err());
+        assert!(msg.contains("more than the 99 bytes accepted"), "{msg}");
+        assert_eq!(
+            client
+                .fetch_blob(fake.addr(), "app", &big, 100)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn mount_blob_says_whether_the_registry_mounted_and_cancels_a_session_it_opened() {
+        let fake = Fake::start();
+        let digest = fake.put_blob("base", b"layer");
+        let client = fake.client();
+        let reg = fake.addr();
+        assert_eq!(
+            client.mount_blob(reg, "app", &digest, "base").unwrap(),
+            Mount::Mounted
+        );
+        assert!(fake.has_blob("app", &digest));
+        assert_eq!(fake.count("DELETE", "/v2/app2/blobs/uploads/u1"), 0);
+        // Not in the source repository: 202 and an upload session, which is cancelled.
+        assert_eq!(
+            client.mount_blob(reg, "app2", &digest, "nowhere").unwrap(),
+            Mount::NotMounted
+        );
+        assert_eq!(fake.count("DELETE", "/v2/app2/blobs/uploads/u1"), 1);
+        assert!(!fake.has_blob("app2", &digest));
+        assert!(client.mount_blob(reg, "app", &digest, "../x").is_err());
+    }
+
+    #[test]
+    fn put_manifest_returns_its_digest_and_a_refusal_carries_the_registry_code() {
+        let fake = Fake::start();
+        let client = fake.client();
+        let reg = fake.addr();
+        // The config the manifest lists is not in the repository yet.
+        let err = client
+            .put_manifest(reg, "app", "1", OCI_MANIFEST, &manifest())
+            .unwrap_err();
+        let code = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<RegistryError>())
+            .map(|e| (e.status, e.has_code("MANIFEST_BLOB_UNKNOWN")));
+        assert_eq!(code, Some((400, true)), "{err:#}");
+        assert_eq!(fake.manifest("app", "1"), None);
+        fake.put_blob("app", b"{}");
+        let digest = client
+            .put_manifest(reg, "app", "1", OCI_MANIFEST, &manifest())
+            .unwrap();
+        assert_eq!(digest, Digest::of(&manifest()));
+        assert_eq!(fake.manifest("app", "1"), Some(manifest()));
+        assert_eq!(fake.manifest("app", digest.as_str()), Some(manifest()));
+        // By digest: no tag moves.
+        let again = client
+            .put_manifest(reg, "app", digest.as_str(), OCI_MANIFEST, &manifest())
+            .unwrap();
+        assert_eq!(again, digest);
+    }
+
+    #[test]
+    fn a_base_manifest_by_tag_is_fetched_once_per_run_only_when_tags_are_cached() {
+        let fake = Fake::start();
+        fake.put_manifest("base", Some("v2"), OCI_MANIFEST, &manifest());
+        let r = fake.r("base:v2");
+        let client = fake.client();
+        client.fetch_base_manifest(&r).unwrap();
+        client.fetch_base_manifest(&r).unwrap();
+        assert_eq!(fake.count("GET", "/v2/base/manifests/v2"), 2);
+        let cached = Client::new(Options {
+            cache_tags: true,
+            timeout: std::time::Duration::from_secs(10),
+            ..Options::default()
+        })
+        .unwrap();
+        cached.fetch_base_manifest(&r).unwrap();
+        cached.fetch_base_manifest(&r).unwrap();
+        assert_eq!(fake.count("GET", "/v2/base/manifests/v2"), 3);
     }
 }
