@@ -1,9 +1,11 @@
 //! put-manifest: where and whether to write (the tag, `--single`, `--force`, whether the
 //! tag may move: one rule for images and indexes), then the registry's push engine writes.
 
-use crate::document::{Document, ImageSection, Pushed, ResultSection, Role, Target, Unit};
+use crate::document::{
+    Document, ImageSection, IndexSection, Pushed, ResultSection, Role, Target, Unit,
+};
 use crate::image;
-use crate::image::index::{self, Child};
+use crate::image::index::{self, Child, NewIndex};
 use crate::image::splice::finalize;
 use crate::oci::digest::Digest;
 use crate::oci::media::Family;
@@ -66,31 +68,7 @@ fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushOptions) 
 fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
     let ix = doc.index.clone().expect("an index document");
     if args.single {
-        let [only] = doc.platforms.as_mut_slice() else {
-            let left: Vec<String> = doc
-                .platforms
-                .iter()
-                .map(|p| p.platform.to_string())
-                .collect();
-            bail!(
-                "--single pushes one platform's manifest, but {} platforms are left ({}): choose one with --platform \
-                 (of rebase or fetch-manifest)",
-                left.len(),
-                left.join(", ")
-            );
-        };
-        let mut target = only
-            .unit
-            .result
-            .as_ref()
-            .context("no \"result\": run image-rebase splice first")?
-            .target
-            .clone();
-        target.tag = args.tag.clone().or(ix.tag.clone());
-        let pushed = push_unit(client, &only.unit, &target, args)
-            .with_context(|| format!("platform {}", only.platform))?;
-        only.unit.pushed = Some(pushed);
-        return Ok(vec![]);
+        return single_platform(client, doc, &ix, args).map(|()| vec![]);
     }
     // Each platform by digest: the index refers to them.
     let by_digest = PushOptions {
@@ -99,18 +77,129 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
         ..args.clone()
     };
     for p in doc.platforms.iter_mut() {
-        let mut target = p
-            .unit
-            .result
-            .as_ref()
-            .context("no \"result\": run image-rebase splice first")?
-            .target
-            .clone();
+        let mut target = result_target(&p.unit)?;
         target.tag = None;
         let pushed = push_unit(client, &p.unit, &target, &by_digest)
             .with_context(|| format!("platform {}", p.platform))?;
         p.unit.pushed = Some(pushed);
     }
+    let (new, pushed) = put_index(client, doc, &ix, args)?;
+    doc.index.as_mut().expect("an index document").pushed = Some(pushed);
+    Ok(new.notes)
+}
+
+/// The target a unit's result names.
+fn result_target(unit: &Unit) -> Result<Target> {
+    Ok(unit
+        .result
+        .as_ref()
+        .context("no \"result\": run image-rebase splice first")?
+        .target
+        .clone())
+}
+
+/// `--single`: the one platform left is pushed under the tag, without an index.
+fn single_platform(
+    client: &Client,
+    doc: &mut Document,
+    ix: &IndexSection,
+    args: &PushOptions,
+) -> Result<()> {
+    let [only] = doc.platforms.as_mut_slice() else {
+        let left: Vec<String> = doc
+            .platforms
+            .iter()
+            .map(|p| p.platform.to_string())
+            .collect();
+        bail!(
+            "--single pushes one platform's manifest, but {} platforms are left ({}): choose one with --platform \
+             (of rebase or fetch-manifest)",
+            left.len(),
+            left.join(", ")
+        );
+    };
+    let mut target = result_target(&only.unit)?;
+    target.tag = args.tag.clone().or(ix.tag.clone());
+    let pushed = push_unit(client, &only.unit, &target, args)
+        .with_context(|| format!("platform {}", only.platform))?;
+    only.unit.pushed = Some(pushed);
+    Ok(())
+}
+
+/// The new index from the pushed platforms, written under the tag when the tag rules
+/// allow it (an index equal to the original is not written to its own tag).
+fn put_index(
+    client: &Client,
+    doc: &Document,
+    ix: &IndexSection,
+    args: &PushOptions,
+) -> Result<(NewIndex, Pushed)> {
+    let new = new_index(doc, ix, args)?;
+    let target = Target {
+        registry: ix.registry.clone(),
+        repository: ix.repository.clone(),
+        tag: args.tag.clone().or(ix.tag.clone()),
+        extra: Map::new(),
+    };
+    let bytes = if new.changed {
+        serde_json::to_vec(&new.manifest)?
+    } else {
+        Vec::new()
+    };
+    let (digest, size) = if new.changed {
+        (Digest::of(&bytes), bytes.len() as u64)
+    } else {
+        (ix.digest.clone(), ix.size)
+    };
+    let mut pushed = new_pushed(&target, &digest, &ix.media_type, size, &digest);
+    pushed.dry_run = args.dry_run;
+    let same_place =
+        target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
+    let source = Source {
+        digest: &ix.digest,
+        reference: &ix.reference,
+    };
+    let holds = (!new.changed && same_place)
+        || check_target(
+            client,
+            &target,
+            &digest,
+            args.force,
+            None,
+            source,
+            |current| index_is_rebase_of(client, doc, &target, current),
+        )?;
+    if holds {
+        pushed.unchanged = true;
+    } else if !args.dry_run {
+        let bytes = if new.changed {
+            bytes
+        } else {
+            original_bytes(client, ix)?
+        };
+        client
+            .push(&Push {
+                registry: &target.registry,
+                repository: &target.repository,
+                tag: target.tag.as_deref(),
+                media_type: &ix.media_type,
+                manifest: &bytes,
+                blobs: vec![],
+                upload: None,
+                dry_run: false,
+            })
+            .with_context(|| {
+                format!(
+                    "putting the index into {}/{}",
+                    target.registry, target.repository
+                )
+            })?;
+    }
+    Ok((new, pushed))
+}
+
+/// The new index for the document's pushed platforms.
+fn new_index(doc: &Document, ix: &IndexSection, args: &PushOptions) -> Result<NewIndex> {
     let children: Vec<Child> = doc
         .platforms
         .iter()
@@ -131,83 +220,21 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
         .filter_map(|p| p.unit.result.as_ref())
         .find_map(|r| r.manifest.get("annotations"));
     let oci = ix.media_type == crate::oci::media::OCI_INDEX;
-    let new = index::build(&ix.manifest, oci, &children, args.keep_attestations, base)?;
-    let target = Target {
+    index::build(&ix.manifest, oci, &children, args.keep_attestations, base)
+}
+
+/// The original index's bytes, as the registry has them.
+fn original_bytes(client: &Client, ix: &IndexSection) -> Result<Vec<u8>> {
+    let pinned = Reference {
         registry: ix.registry.clone(),
         repository: ix.repository.clone(),
-        tag: args.tag.clone().or(ix.tag.clone()),
-        extra: Map::new(),
+        tag: None,
+        digest: Some(ix.digest.clone()),
     };
-    let name = format!("{}/{}", target.registry, target.repository);
-    let bytes = if new.changed {
-        serde_json::to_vec(&new.manifest)?
-    } else {
-        Vec::new()
-    };
-    let digest = if new.changed {
-        Digest::of(&bytes)
-    } else {
-        ix.digest.clone()
-    };
-    let mut pushed = new_pushed(
-        &target,
-        &digest,
-        &ix.media_type,
-        if new.changed {
-            bytes.len() as u64
-        } else {
-            ix.size
-        },
-        &digest,
-    );
-    pushed.dry_run = args.dry_run;
-    let same_place =
-        target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
-    let holds = (!new.changed && same_place)
-        || check_target(
-            client,
-            &target,
-            &digest,
-            args.force,
-            None,
-            Source {
-                digest: &ix.digest,
-                reference: &ix.reference,
-            },
-            |current| index_is_rebase_of(client, doc, &target, current),
-        )?;
-    if holds {
-        pushed.unchanged = true;
-    } else if !args.dry_run {
-        let bytes = if new.changed {
-            bytes
-        } else {
-            let pinned = Reference {
-                registry: ix.registry.clone(),
-                repository: ix.repository.clone(),
-                tag: None,
-                digest: Some(ix.digest.clone()),
-            };
-            client
-                .fetch_manifest(&pinned)
-                .with_context(|| format!("fetching manifest {pinned}"))?
-                .bytes
-        };
-        client
-            .push(&Push {
-                registry: &target.registry,
-                repository: &target.repository,
-                tag: target.tag.as_deref(),
-                media_type: &ix.media_type,
-                manifest: &bytes,
-                blobs: vec![],
-                upload: None,
-                dry_run: false,
-            })
-            .with_context(|| format!("putting the index into {name}"))?;
-    }
-    doc.index.as_mut().expect("an index document").pushed = Some(pushed);
-    Ok(new.notes)
+    Ok(client
+        .fetch_manifest(&pinned)
+        .with_context(|| format!("fetching manifest {pinned}"))?
+        .bytes)
 }
 
 /// Whether the index at `current` is a rebase of the document's: each of the document's
