@@ -151,57 +151,7 @@ fn fetch_image(client: &Client, doc: &mut Document, r: &Reference, opts: &Option
             doc.unit.image = Some(*s);
         }
         Fetched::Index(mut ix) => {
-            let descriptors = ix.manifest["manifests"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for d in &descriptors {
-                let digest: crate::oci::digest::Digest = d
-                    .get("digest")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .parse()?;
-                let platform = Platform::of_descriptor(d);
-                let skip = |reason| Skipped {
-                    digest: digest.clone(),
-                    platform: platform.as_ref().map(|p| p.to_string()),
-                    reason,
-                };
-                if is_attestation(d) {
-                    ix.skipped.push(skip(SkipReason::Attestation));
-                    continue;
-                }
-                let Some(p) = platform.clone() else {
-                    ix.skipped.push(skip(SkipReason::NoPlatform));
-                    continue;
-                };
-                if !opts.platforms.is_empty() && !opts.platforms.iter().any(|w| w.matches(&p)) {
-                    ix.skipped.push(skip(SkipReason::ExcludedByPlatform));
-                    continue;
-                }
-                let mut image =
-                    fetch_child(client, &ix, false, d, format!("{}@{digest}", r.name()))?;
-                image.found_by = Some(FoundBy::Index);
-                doc.platforms.push(PlatformUnit {
-                    platform: p,
-                    unit: Unit {
-                        image: Some(image),
-                        ..Unit::default()
-                    },
-                    extra: Map::new(),
-                });
-            }
-            if doc.platforms.is_empty() {
-                let wanted: Vec<String> = opts.platforms.iter().map(|p| p.to_string()).collect();
-                bail!(
-                    "no platform of the index is left to rebase (asked for: {})",
-                    if wanted.is_empty() {
-                        "all".into()
-                    } else {
-                        wanted.join(", ")
-                    }
-                );
-            }
+            doc.platforms = platform_units(client, &mut ix, r, opts)?;
             doc.index = Some(*ix);
         }
     }
@@ -457,6 +407,73 @@ fn find_new_base(
 }
 
 /// Fetches the image's config (the first platform's, for an index): its labels.
+/// One unit per image platform of the index that `--platform` keeps; the other entries
+/// are recorded in the index's `skipped`.
+fn platform_units(
+    client: &Client,
+    ix: &mut IndexSection,
+    r: &Reference,
+    opts: &Options,
+) -> Result<Vec<PlatformUnit>> {
+    let descriptors = ix.manifest["manifests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut units = Vec::new();
+    for d in &descriptors {
+        let digest: crate::oci::digest::Digest = d
+            .get("digest")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .parse()?;
+        let platform = Platform::of_descriptor(d);
+        let skip = |reason| Skipped {
+            digest: digest.clone(),
+            platform: platform.as_ref().map(|p| p.to_string()),
+            reason,
+        };
+        let p = match &platform {
+            _ if is_attestation(d) => Err(SkipReason::Attestation),
+            None => Err(SkipReason::NoPlatform),
+            Some(p)
+                if !opts.platforms.is_empty() && !opts.platforms.iter().any(|w| w.matches(p)) =>
+            {
+                Err(SkipReason::ExcludedByPlatform)
+            }
+            Some(p) => Ok(p.clone()),
+        };
+        let p = match p {
+            Ok(p) => p,
+            Err(reason) => {
+                ix.skipped.push(skip(reason));
+                continue;
+            }
+        };
+        let mut image = fetch_child(client, ix, false, d, format!("{}@{digest}", r.name()))?;
+        image.found_by = Some(FoundBy::Index);
+        units.push(PlatformUnit {
+            platform: p,
+            unit: Unit {
+                image: Some(image),
+                ..Unit::default()
+            },
+            extra: Map::new(),
+        });
+    }
+    if units.is_empty() {
+        let wanted: Vec<String> = opts.platforms.iter().map(|p| p.to_string()).collect();
+        bail!(
+            "no platform of the index is left to rebase (asked for: {})",
+            if wanted.is_empty() {
+                "all".into()
+            } else {
+                wanted.join(", ")
+            }
+        );
+    }
+    Ok(units)
+}
+
 fn fetch_image_config(client: &Client, doc: &mut Document) -> Result<()> {
     if doc.is_index() {
         if let Some(p) = doc.platforms.first_mut() {
