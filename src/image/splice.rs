@@ -364,6 +364,57 @@ mod tests {
     }
 
     #[test]
+    fn what_the_history_cannot_attribute_is_said_in_a_note() {
+        let v1 = img(&["a"], &["add a"]);
+        let v2 = img(&["c"], &["add c"]);
+        let mut app = img(&["a", "x"], &["add a", "add x"]);
+        let split = by_old_base(parts(&app), parts(&v1)).unwrap();
+        let with = |app: &(Value, Value), top: &[Value]| {
+            let digest = Digest::of(b"new base");
+            super::splice(
+                parts(app),
+                OCI_MANIFEST,
+                parts(&v2),
+                &split,
+                Ancestor::History { base: &[], top },
+                BaseInfo {
+                    name: "reg/base:v2",
+                    digest: &digest,
+                },
+            )
+            .unwrap()
+        };
+        assert!(with(&app, &[]).notes.is_empty(), "nothing to say");
+        app.1["config"]["Env"] = json!(["PATH=/bin", "SET_BY=nobody"]);
+        let unknown = [json!({"created_by": "umoci config", "empty_layer": true})];
+        let notes = with(&app, &unknown).notes;
+        assert!(
+            notes.len() == 1 && notes[0].contains("does not say who set config.Env.SET_BY"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn layer_annotations_go_only_where_the_type_changes_to_docker() {
+        let annotated = |media: &str| json!({"mediaType": media, "digest": "sha256:a", "size": 1, "annotations": {"k": "v"}});
+        let oci = annotated("application/vnd.oci.image.layer.v1.tar+gzip");
+        let docker = annotated("application/vnd.docker.image.rootfs.diff.tar.gzip");
+        let to_docker = convert_descriptor(&oci, Family::Docker).unwrap();
+        assert!(to_docker.get("annotations").is_none(), "{to_docker}");
+        assert_eq!(
+            to_docker["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        let kept = convert_descriptor(&docker, Family::Docker).unwrap();
+        assert_eq!(kept["annotations"]["k"], "v", "unchanged: kept as it was");
+        let to_oci = convert_descriptor(&docker, Family::Oci).unwrap();
+        assert_eq!(
+            to_oci["annotations"]["k"], "v",
+            "OCI descriptors carry annotations"
+        );
+    }
+
+    #[test]
     fn refuses_a_split_that_does_not_fit() {
         let v2 = img(&["c"], &["add c"]);
         let app = img(&["a", "x"], &["add a", "add x"]);

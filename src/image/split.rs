@@ -386,6 +386,55 @@ pub(crate) mod tests {
         let on_v3 = img(&["c", "x", "y"], &["add c", "add x", "add y"]);
         let split = by_old_base(p(&on_v3), p(&v3)).unwrap();
         assert!(already_on(p(&on_v3), p(&v2), Some(&split)).is_none());
+        // A split whose base is exactly the new base's length: up to date.
+        let split = by_old_base(p(&on_v2), p(&v2)).unwrap();
+        let s = already_on(p(&on_v2), p(&v2), Some(&split)).unwrap();
+        assert!(s.up_to_date && s.base_layers == 1);
+    }
+
+    #[test]
+    fn layers_equal_to_the_whole_history_leave_no_base_to_replace() {
+        let app = img(&["a", "x"], &["add a", "add x"]);
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let err = by_layers(p, 2).unwrap_err().to_string();
+        assert!(err.contains("no layer of the old base to replace"), "{err}");
+        let err = by_layers(p, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("more than the image's 2 history entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_squashed_image_split_by_label_says_so() {
+        // One layer holding base and app; the label set after the base's (empty) steps.
+        let app = img(&["s"], &["env#", "LABEL FROM=base:v1#", "add s"]);
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let err = by_label(p, "FROM").unwrap_err();
+        assert!(err.is::<NotBased>());
+        let err = err.to_string();
+        assert!(
+            err.contains("before the one that set the label created no layer")
+                && err.contains("squash"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_image_without_layers_is_not_taken_for_a_squashed_one() {
+        let app = img(&[], &["LABEL FROM=base:v1#", "cmd#"]);
+        let p = Parts {
+            manifest: &app.0,
+            config: &app.1,
+        };
+        let s = by_label(p, "FROM").unwrap();
+        assert_eq!((s.base_layers, s.top_layers), (0, 0));
     }
 
     #[test]
