@@ -3,6 +3,7 @@
 //! kept as the exact bytes that were hashed.
 
 mod auth;
+mod cache;
 pub mod credentials;
 mod error;
 #[cfg(test)]
@@ -13,6 +14,7 @@ pub mod secret;
 mod session;
 mod tls;
 
+use cache::Memo;
 pub use error::{ConnectError, ConnectKind, RegistryError};
 pub use push::{Blob, Placed, Push, PushReport};
 pub use session::{Options, Transport};
@@ -21,8 +23,6 @@ use crate::oci::digest::Digest;
 use crate::oci::media;
 use crate::oci::reference::{Reference, check_repository, check_tag};
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 /// `/v2/<repository>/<kind>/<reference>` from checked parts, so that no name (from a
 /// document, a label, a server) changes what the URL means: no `..`, no `/` in a tag.
@@ -63,44 +63,6 @@ pub struct Client {
     manifests: Memo<Fetched>,
     blobs: Memo<Vec<u8>>,
     present: Memo<Placed>,
-}
-
-/// Results computed once per run per key, even when threads ask at the same time (the
-/// others wait for the first). Errors are not kept: the next caller tries again.
-struct Memo<T> {
-    cells: Mutex<HashMap<String, Arc<Mutex<Option<T>>>>>,
-}
-
-impl<T> Default for Memo<T> {
-    fn default() -> Self {
-        Memo {
-            cells: Mutex::default(),
-        }
-    }
-}
-
-impl<T: Clone> Memo<T> {
-    /// The value for `key`, computing it with `f` if no caller has; and whether this
-    /// call computed it.
-    fn get_or_try(&self, key: String, f: impl FnOnce() -> Result<T>) -> Result<(T, bool)> {
-        let cell = self.cell(key);
-        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = slot.as_ref() {
-            return Ok((v.clone(), false));
-        }
-        let v = f()?;
-        *slot = Some(v.clone());
-        Ok((v, true))
-    }
-
-    fn cell(&self, key: String) -> Arc<Mutex<Option<T>>> {
-        self.cells
-            .lock()
-            .expect("not poisoned")
-            .entry(key)
-            .or_default()
-            .clone()
-    }
 }
 
 impl Client {
