@@ -2,9 +2,14 @@
 # The test command: installs what the tests need, then runs every test target, and ends
 # with one line that totals them ("tests: N passed, N failed").
 # Extra arguments go to cargo test (e.g. scripts/test.sh -- --nocapture).
+# --no-install (first) skips scripts/install-deps.sh, for the edit-test loop.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/install-deps.sh
+if [[ ${1:-} == --no-install ]]; then
+	shift
+else
+	scripts/install-deps.sh
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
