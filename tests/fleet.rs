@@ -233,8 +233,9 @@ fn a_thousand_images_mixed_outcomes_then_a_rerun() {
     }
 }
 
-#[test]
-fn shards_split_the_list_exactly_and_entries_carry_their_own_options() {
+/// A registry with base:v1 and base:v2 (one layer each, configs told apart by `id`), and
+/// the layers v1, v2 and an app layer.
+fn bases(id: &str) -> (Registry, Client, [Layer; 3]) {
     let reg = Registry::start();
     let client = Client::new(Options::default()).unwrap();
     let v1 = layer(&reg, &[("etc/v1", "1\n")], "ADD v1 /");
@@ -243,8 +244,14 @@ fn shards_split_the_list_exactly_and_entries_carry_their_own_options() {
     for l in [&v1, &v2] {
         upload(&client, &reg, "base", l);
     }
-    push_app(&client, &reg, "base", "v1", &[&v1], "b");
-    push_app(&client, &reg, "base", "v2", &[&v2], "b");
+    push_app(&client, &reg, "base", "v1", &[&v1], id);
+    push_app(&client, &reg, "base", "v2", &[&v2], id);
+    (reg, client, [v1, v2, app])
+}
+
+#[test]
+fn shards_split_the_list_exactly_and_entries_carry_their_own_options() {
+    let (reg, client, [v1, v2, app]) = bases("b");
     upload(&client, &reg, "app", &v1);
     upload(&client, &reg, "app", &app);
     let mut list = String::new();
@@ -339,16 +346,7 @@ const SAME_REPOS: usize = 3;
 const SAME_TAGS: usize = 100;
 
 fn same_image() -> SameImage {
-    let reg = Registry::start();
-    let client = Client::new(Options::default()).unwrap();
-    let v1 = layer(&reg, &[("etc/v1", "1\n")], "ADD v1 /");
-    let v2 = layer(&reg, &[("etc/v2", "2\n")], "ADD v2 /");
-    let app = layer(&reg, &[("app/a", "a\n")], "COPY app /app");
-    for l in [&v1, &v2] {
-        upload(&client, &reg, "base", l);
-    }
-    push_app(&client, &reg, "base", "v1", &[&v1], "base");
-    push_app(&client, &reg, "base", "v2", &[&v2], "base");
+    let (reg, client, [v1, _, app]) = bases("base");
     let mut tags = Vec::new();
     for r in 0..SAME_REPOS {
         let repo = format!("same{r}/app");

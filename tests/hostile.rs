@@ -4,11 +4,12 @@
 //! against a tiny scripted HTTP/1.1 server on loopback (first half of this file) and
 //! check its exit status, its messages and the requests the server saw (second half).
 
+mod common;
+
 use image_rebase::oci::digest::Digest;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -444,27 +445,7 @@ fn image_rebase(args: &[&str], stdin: Option<&[u8]>) -> Run {
 /// `image_rebase` with extra environment variables.
 fn image_rebase_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_image-rebase"))
-        .args(args)
-        .env_remove("IMAGE_REBASE_USERNAME")
-        .env_remove("IMAGE_REBASE_PASSWORD")
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&input);
-        });
-    }
+    let mut child = common::spawn(args, stdin, env);
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();

@@ -128,14 +128,7 @@ impl Client {
     }
 
     fn fetch_manifest_once(&self, r: &Reference) -> Result<Fetched> {
-        let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
-        let resp = self.transport.send(
-            &r.registry,
-            "GET",
-            &path,
-            &[("Accept", media::MANIFEST_ACCEPT)],
-            None,
-        )?;
+        let resp = self.manifest_request(r, "GET")?;
         let resp = self.expect(
             resp,
             &r.registry,
@@ -190,17 +183,18 @@ impl Client {
         })
     }
 
+    /// A GET or HEAD of a manifest by tag or digest, accepting every manifest type.
+    fn manifest_request(&self, r: &Reference, method: &str) -> Result<ureq::Response> {
+        let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
+        let accept = [("Accept", media::MANIFEST_ACCEPT)];
+        self.transport
+            .send(&r.registry, method, &path, &accept, None)
+    }
+
     /// HEADs a manifest: its digest, or `None` when the registry has no such manifest.
     /// A HEAD does not count as a pull on rate-limited registries.
     pub fn head_manifest(&self, r: &Reference) -> Result<Option<Digest>> {
-        let path = api_path(&r.repository, "manifests", &r.manifest_ref())?;
-        let resp = self.transport.send(
-            &r.registry,
-            "HEAD",
-            &path,
-            &[("Accept", media::MANIFEST_ACCEPT)],
-            None,
-        )?;
+        let resp = self.manifest_request(r, "HEAD")?;
         match resp.status() {
             200 => match resp.header("Docker-Content-Digest") {
                 Some(h) => Ok(Some(

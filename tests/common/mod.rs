@@ -242,10 +242,15 @@ pub fn files(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-/// Runs the binary with `args` and optional stdin.
-pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+/// Starts the binary with `args`, extra `env` and optional stdin (written from a thread;
+/// closed when `None`), stdout and stderr piped. Credentials in the test's own
+/// environment are not passed on.
+pub fn spawn(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_image-rebase"))
         .args(args)
+        .env_remove("IMAGE_REBASE_USERNAME")
+        .env_remove("IMAGE_REBASE_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -262,7 +267,12 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
             let _ = w.write_all(&input);
         });
     }
-    child.wait_with_output().unwrap()
+    child
+}
+
+/// Runs the binary with `args` and optional stdin.
+pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    spawn(args, stdin, &[]).wait_with_output().unwrap()
 }
 
 /// Runs the binary and expects success; returns stdout.
