@@ -590,6 +590,18 @@ mod tests {
     }
 
     #[test]
+    fn skip_reasons_read_as_the_document_writes_them() {
+        for (r, text) in [
+            (SkipReason::Attestation, "attestation"),
+            (SkipReason::NoPlatform, "no platform"),
+            (SkipReason::ExcludedByPlatform, "excluded by --platform"),
+        ] {
+            assert_eq!(r.to_string(), text);
+            assert_eq!(serde_json::to_value(r).unwrap(), text);
+        }
+    }
+
+    #[test]
     fn version_and_shape_are_checked() {
         assert!(
             Document::from_json("{")
