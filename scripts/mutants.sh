@@ -10,6 +10,8 @@
 #                                      registry, skopeo and umoci: scripts/install-deps.sh)
 #   scripts/mutants.sh --unit FILE...  the named files, with the unit tests only
 #   scripts/mutants.sh --shard K/N ... only the K-th of N slices of the mutants (for long runs)
+#   scripts/mutants.sh --re REGEX ...  only the mutants whose name matches REGEX (e.g. to
+#                                      run the whole suite on a --unit run's survivors)
 #
 # Prints caught / missed / unviable / timeout per file, the percentage caught of the viable
 # mutants, and each missed mutant, marked "explained" when scripts/mutants-allow.txt has a
@@ -27,6 +29,10 @@ while (($# > 0)); do
 	case $1 in
 	--shard)
 		shard=(--shard "${2:?--shard K/N}")
+		shift 2
+		;;
+	--re)
+		shard+=(--re "${2:?--re REGEX}")
 		shift 2
 		;;
 	--unit)
