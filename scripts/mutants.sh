@@ -23,16 +23,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The pure modules: JSON in, JSON out, no I/O.
 PURE=(src/image/*.rs src/oci/*.rs src/json.rs)
 
-shard=()
+select=()
 unit=false
 while (($# > 0)); do
 	case $1 in
 	--shard)
-		shard=(--shard "${2:?--shard K/N}")
+		select=(--shard "${2:?--shard K/N}")
 		shift 2
 		;;
 	--re)
-		shard+=(--re "${2:?--re REGEX}")
+		select+=(--re "${2:?--re REGEX}")
 		shift 2
 		;;
 	--unit)
@@ -73,7 +73,7 @@ for f in "${files[@]}"; do
 	args+=(--file "$f")
 done
 # cargo-mutants exits non-zero when a mutant survives: the summary below decides.
-cargo mutants "${args[@]}" "${shard[@]}" --no-shuffle --output "$out" -- "${test_args[@]}" || true
+cargo mutants "${args[@]}" "${select[@]}" --no-shuffle --output "$out" -- "${test_args[@]}" || true
 
 python3 - "$out/mutants.out/outcomes.json" scripts/mutants-allow.txt <<'PY'
 import json, re, sys
