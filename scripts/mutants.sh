@@ -28,7 +28,7 @@ unit=false
 while (($# > 0)); do
 	case $1 in
 	--shard)
-		select=(--shard "${2:?--shard K/N}")
+		select+=(--shard "${2:?--shard K/N}")
 		shift 2
 		;;
 	--re)
