@@ -42,6 +42,34 @@ fn index_spec(prefix: &str, arches: &[(&str, &str)]) -> String {
         .join(" ")
 }
 
+/// Pushes indexes of base v1 (on `arches`), base v2 (on `base2`) and the app (on
+/// `arches`, built with `app_flags`) to library/base:v1, library/base:v2 and `app`, then
+/// runs the script lines `more`.
+fn push_indexes(
+    reg: &Registry,
+    work: &std::path::Path,
+    arches: &[(&str, &str)],
+    base2: &[(&str, &str)],
+    app_flags: &str,
+    app: &str,
+    more: &str,
+) {
+    sh(
+        reg,
+        work,
+        &format!(
+            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app {app_flags} {}
+            push_index layout base1 $REGISTRY/library/base:v1
+            push_index layout base2 $REGISTRY/library/base:v2
+            push_index layout app $REGISTRY/{app}
+            {more}",
+            index_spec("base1", arches),
+            index_spec("base2", base2),
+            index_spec("app", arches)
+        ),
+    );
+}
+
 fn index(reg: &Registry, r: &str) -> Value {
     reg.manifest(r).unwrap_or_else(|| panic!("{r} exists")).1
 }
@@ -145,18 +173,14 @@ fn three_platforms_with_an_attestation() {
     let reg = Registry::start();
     let work = TempDir::new("mp3");
     build(&reg, work.path());
-    sh(
+    push_indexes(
         &reg,
         work.path(),
-        &format!(
-            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app --attestation {}
-            push_index layout base1 $REGISTRY/library/base:v1
-            push_index layout base2 $REGISTRY/library/base:v2
-            push_index layout app $REGISTRY/team/app:1",
-            index_spec("base1", &ARCHES),
-            index_spec("base2", &ARCHES),
-            index_spec("app", &ARCHES)
-        ),
+        &ARCHES,
+        &ARCHES,
+        "--attestation",
+        "team/app:1",
+        "",
     );
     let layers: Vec<String> = ["library/base:v1", "library/base:v2", "team/app:1"]
         .iter()
@@ -233,19 +257,7 @@ fn a_platform_missing_from_the_new_base_and_partial_rebases() {
     let reg = Registry::start();
     let work = TempDir::new("mp-missing");
     build(&reg, work.path());
-    sh(
-        &reg,
-        work.path(),
-        &format!(
-            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app {}
-            push_index layout base1 $REGISTRY/library/base:v1
-            push_index layout base2 $REGISTRY/library/base:v2
-            push_index layout app $REGISTRY/app:1",
-            index_spec("base1", &ARCHES),
-            index_spec("base2", &ARCHES[..2]),
-            index_spec("app", &ARCHES)
-        ),
-    );
+    push_indexes(&reg, work.path(), &ARCHES, &ARCHES[..2], "", "app:1", "");
     let out = rebase(&reg, "app:1", &["-t", "r"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -454,19 +466,7 @@ fn plumbing_works_per_platform_and_jq_can_select() {
     let work = TempDir::new("mp-plumbing");
     build(&reg, work.path());
     let two = &ARCHES[..2];
-    sh(
-        &reg,
-        work.path(),
-        &format!(
-            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app {}
-            push_index layout base1 $REGISTRY/library/base:v1
-            push_index layout base2 $REGISTRY/library/base:v2
-            push_index layout app $REGISTRY/app:1",
-            index_spec("base1", two),
-            index_spec("base2", two),
-            index_spec("app", two)
-        ),
-    );
+    push_indexes(&reg, work.path(), two, two, "", "app:1", "");
     let doc = pipeline(&[
         &["fetch-manifest", &reg.r("app:1")],
         &[
@@ -517,19 +517,14 @@ fn index_targets_follow_the_tag_rules() {
     let reg = Registry::start();
     let work = TempDir::new("mp-tags");
     build(&reg, work.path());
-    sh(
+    push_indexes(
         &reg,
         work.path(),
-        &format!(
-            "build_index layout base1 {}; build_index layout base2 {}; build_index layout app {}
-            push_index layout base1 $REGISTRY/library/base:v1
-            push_index layout base2 $REGISTRY/library/base:v2
-            push_index layout app $REGISTRY/team/app:1
-            push_index layout base2 $REGISTRY/team/app:other",
-            index_spec("base1", &ARCHES),
-            index_spec("base2", &ARCHES),
-            index_spec("app", &ARCHES)
-        ),
+        &ARCHES,
+        &ARCHES,
+        "",
+        "team/app:1",
+        "push_index layout base2 $REGISTRY/team/app:other",
     );
     // A tag holding an unrelated index is not overwritten without --force.
     let other = reg.manifest("team/app:other").unwrap().0;
