@@ -34,12 +34,7 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<V
         bail!("--single is for multi-platform images; this one is a single image");
     }
     let unit = &doc.unit;
-    let mut target = unit
-        .result
-        .as_ref()
-        .context("the document has no \"result\" section: run image-rebase splice first")?
-        .target
-        .clone();
+    let mut target = result_target(unit)?;
     if let Some(t) = &args.tag {
         target.tag = Some(t.clone());
     }
@@ -50,10 +45,7 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<V
 
 /// Pushes one single-platform result to `target`.
 fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushOptions) -> Result<Pushed> {
-    let result = unit
-        .result
-        .as_ref()
-        .context("the document has no \"result\" section: run image-rebase splice first")?;
+    let result = require_result(unit)?;
     // A dry run only reads: it asks for no push right.
     if !args.dry_run {
         declare_scopes(client, unit, target)?;
@@ -88,14 +80,16 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
     Ok(new.notes)
 }
 
+/// A unit's result, or an error naming the step that makes it.
+fn require_result(unit: &Unit) -> Result<&ResultSection> {
+    unit.result
+        .as_ref()
+        .context("the document has no \"result\" section: run image-rebase splice first")
+}
+
 /// The target a unit's result names.
 fn result_target(unit: &Unit) -> Result<Target> {
-    Ok(unit
-        .result
-        .as_ref()
-        .context("no \"result\": run image-rebase splice first")?
-        .target
-        .clone())
+    Ok(require_result(unit)?.target.clone())
 }
 
 /// `--single`: the one platform left is pushed under the tag, without an index.
