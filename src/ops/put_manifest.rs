@@ -62,9 +62,9 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
     if args.single {
         return single_platform(client, doc, &ix, args).map(|()| vec![]);
     }
-    // Each platform by digest: the index refers to them.
+    // Each platform by digest (the target's tag is dropped below): the index refers to
+    // them. A digest holds that manifest or nothing, so --force has nothing to overwrite.
     let by_digest = PushOptions {
-        tag: None,
         force: false,
         ..args.clone()
     };
@@ -1047,5 +1047,272 @@ mod tests {
             Some(unrelated)
         );
         assert_eq!(fake.count("PUT", "/v2/app/manifests/other"), 0);
+    }
+
+    /// Marks every platform of an index document as already on the new base.
+    fn all_up_to_date(doc: &mut Document) {
+        for p in &mut doc.platforms {
+            p.unit.result.as_mut().unwrap().up_to_date = true;
+        }
+    }
+
+    fn tag_digest(fake: &Fake, repository: &str, tag: &str) -> Option<Digest> {
+        fake.manifest(repository, tag).map(|b| Digest::of(&b))
+    }
+
+    /// Stores, under `tag` in app, an image of these layers (by the bytes they are
+    /// made of) and this history; its digest.
+    fn store_parts(fake: &Fake, tag: &str, layer_bytes: &[&str], history: &[&str]) -> Digest {
+        let layers: Vec<Digest> = layer_bytes
+            .iter()
+            .map(|b| fake.put_blob("app", b.as_bytes()))
+            .collect();
+        let config = config(history);
+        fake.put_blob("app", &serde_json::to_vec(&config).unwrap());
+        let manifest = manifest(&config, &layers.iter().collect::<Vec<_>>());
+        fake.put_manifest(
+            "app",
+            Some(tag),
+            OCI_MANIFEST,
+            &serde_json::to_vec(&manifest).unwrap(),
+        )
+    }
+
+    fn refused(fake: &Fake, doc: &mut Document, args: &PushOptions) -> String {
+        let err = step(&fake.client(), doc, args).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--force"), "{msg}");
+        msg
+    }
+
+    fn to_tag(tag: &str) -> PushOptions {
+        PushOptions {
+            tag: Some(tag.into()),
+            ..PushOptions::default()
+        }
+    }
+
+    #[test]
+    fn single_pushes_the_one_platform_left_under_the_tag_without_an_index() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        doc.platforms.truncate(1);
+        let args = PushOptions {
+            single: true,
+            ..to_tag("amd64-only")
+        };
+        step(&fake.client(), &mut doc, &args).unwrap();
+        let pushed = doc.platforms[0].unit.pushed.as_ref().unwrap();
+        assert_eq!(pushed.tag.as_deref(), Some("amd64-only"));
+        let now = fake
+            .manifest("app", "amd64-only")
+            .expect("the tag is written");
+        assert_eq!(Digest::of(&now), pushed.digest);
+        let now: Value = serde_json::from_slice(&now).unwrap();
+        assert_eq!(now["mediaType"], OCI_MANIFEST, "an image, not an index");
+        assert!(doc.index.as_ref().unwrap().pushed.is_none());
+    }
+
+    #[test]
+    fn single_with_two_platforms_left_is_refused_naming_them() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        let args = PushOptions {
+            single: true,
+            ..PushOptions::default()
+        };
+        let err = step(&fake.client(), &mut doc, &args).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("2 platforms") && msg.contains("linux/arm64"),
+            "{msg}"
+        );
+        assert_eq!(writes(&fake), []);
+    }
+
+    #[test]
+    fn an_index_already_on_the_new_base_at_its_own_tag_asks_and_writes_nothing() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        all_up_to_date(&mut doc);
+        fake.clear_requests();
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let ix = doc.index.as_ref().unwrap();
+        let pushed = ix.pushed.as_ref().unwrap();
+        assert!(pushed.unchanged);
+        assert_eq!(pushed.digest, ix.digest);
+        let asked: Vec<Request> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path != "/v2/")
+            .collect();
+        assert_eq!(asked, []);
+    }
+
+    #[test]
+    fn an_index_already_on_the_new_base_is_tagged_with_its_original_bytes() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        all_up_to_date(&mut doc);
+        step(&fake.client(), &mut doc, &to_tag("copy")).unwrap();
+        assert_eq!(fake.manifest("app", "copy"), fake.manifest("app", "1"));
+        let pushed = doc.index.as_ref().unwrap().pushed.as_ref().unwrap();
+        assert!(!pushed.unchanged);
+        assert_eq!(pushed.tag.as_deref(), Some("copy"));
+    }
+
+    #[test]
+    fn an_oci_index_records_the_new_base_its_platforms_name() {
+        let fake = Fake::start();
+        let mut doc = index_document(&fake);
+        let base = json!({
+            "org.opencontainers.image.base.name": "example.test/base:v2",
+            "org.opencontainers.image.base.digest": Digest::of(b"the new base").to_string(),
+        });
+        for p in &mut doc.platforms {
+            p.unit.result.as_mut().unwrap().manifest["annotations"] = base.clone();
+        }
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let now: Value = serde_json::from_slice(&fake.manifest("app", "1").unwrap()).unwrap();
+        assert_eq!(now["annotations"], base);
+    }
+
+    #[test]
+    fn an_index_tag_holding_a_rebase_of_the_index_is_replaced_without_force() {
+        let fake = Fake::start();
+        let mut first = index_document(&fake);
+        step(&fake.client(), &mut first, &to_tag("rebased")).unwrap();
+        let earlier = tag_digest(&fake, "app", "rebased").unwrap();
+        // Another rebase of the same index: its platforms have the same own part.
+        let mut doc = index_document(&fake);
+        for p in &mut doc.platforms {
+            p.unit.result.as_mut().unwrap().config["config"] = json!({"Labels": {"again": "1"}});
+        }
+        step(&fake.client(), &mut doc, &to_tag("rebased")).unwrap();
+        let now = tag_digest(&fake, "app", "rebased").unwrap();
+        assert_ne!(now, earlier);
+        assert_eq!(
+            now,
+            doc.index.as_ref().unwrap().pushed.as_ref().unwrap().digest
+        );
+    }
+
+    #[test]
+    fn a_tag_holding_a_rebuild_with_the_same_history_but_other_layers_is_refused() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebuilt");
+        let rebuilt = store_parts(
+            &fake,
+            "rebuilt",
+            &["layer of new base", "the app built again"],
+            &["new base", "app"],
+        );
+        refused(&fake, &mut doc, &PushOptions::default());
+        assert_eq!(tag_digest(&fake, "app", "rebuilt"), Some(rebuilt));
+    }
+
+    #[test]
+    fn a_tag_holding_the_image_s_layers_but_a_shorter_history_is_refused() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "other");
+        store_parts(&fake, "other", &["layer of new base", "layer of app"], &[]);
+        refused(&fake, &mut doc, &PushOptions::default());
+    }
+
+    #[test]
+    fn a_tag_holding_the_image_s_history_but_fewer_layers_is_refused() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "other");
+        store_parts(&fake, "other", &[], &["new base", "app"]);
+        refused(&fake, &mut doc, &PushOptions::default());
+    }
+
+    #[test]
+    fn an_image_whose_own_part_is_config_only_replaces_a_rebase_of_it() {
+        let fake = Fake::start();
+        let mut first = document(&fake, "rebased");
+        step(&fake.client(), &mut first, &PushOptions::default()).unwrap();
+        // The same image seen as one whose own part is only its history entry "app".
+        let mut doc = document(&fake, "rebased");
+        doc.unit.split.as_mut().unwrap().base_layers = 2;
+        doc.unit.result.as_mut().unwrap().config["config"] = json!({"Env": ["AGAIN=1"]});
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        assert_eq!(
+            tag_digest(&fake, "app", "rebased").as_ref(),
+            Some(&pushed(&doc).digest)
+        );
+    }
+
+    #[test]
+    fn an_image_with_no_own_part_never_replaces_an_unrelated_tag() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "other");
+        let split = doc.unit.split.as_mut().unwrap();
+        (split.base_layers, split.base_history) = (2, 2);
+        store_parts(&fake, "other", &["anything"], &["anything"]);
+        refused(&fake, &mut doc, &PushOptions::default());
+    }
+
+    #[test]
+    fn the_porcelain_asks_what_any_tag_but_the_image_s_own_holds() {
+        let fake = Fake::start();
+        let args = PushOptions {
+            image_is_current: true,
+            ..PushOptions::default()
+        };
+        // Another tag of the image's repository.
+        let mut doc = document(&fake, "other");
+        store(&fake, "app", "other", &["something else"]);
+        refused(&fake, &mut doc, &args);
+        // The image's own tag, in another repository.
+        let mut doc = document(&fake, "1");
+        doc.unit.result.as_mut().unwrap().target.repository = "mirror".into();
+        store(&fake, "mirror", "1", &["something else"]);
+        refused(&fake, &mut doc, &args);
+    }
+
+    #[test]
+    fn a_result_that_mixes_docker_and_oci_media_types_is_refused() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        let result = doc.unit.result.as_mut().unwrap();
+        result.manifest["layers"][0]["mediaType"] =
+            json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+        let err = step(&fake.client(), &mut doc, &PushOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot be mixed"), "{err:#}");
+        assert_eq!(writes(&fake), []);
+    }
+
+    #[test]
+    fn foreign_layers_are_not_made_present_and_a_layer_listed_twice_once() {
+        for foreign in [
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        ] {
+            let fake = Fake::start();
+            let mut doc = document(&fake, "rebased");
+            let result = doc.unit.result.as_mut().unwrap();
+            let app = result.manifest["layers"][1].clone();
+            let elsewhere = json!({"mediaType": foreign, "digest": Digest::of(b"elsewhere"),
+                "size": 9, "urls": ["https://example.test/layer"]});
+            result.manifest["layers"] = json!([result.manifest["layers"][0], elsewhere, app, app]);
+            result.config = config(&["new base", "elsewhere", "app", "app again"]);
+            if foreign.contains("docker") {
+                result.media_type = crate::oci::media::DOCKER_MANIFEST.into();
+                result.manifest["mediaType"] = json!(crate::oci::media::DOCKER_MANIFEST);
+                result.manifest["config"]["mediaType"] =
+                    json!("application/vnd.docker.container.image.v1+json");
+                for l in result.manifest["layers"].as_array_mut().unwrap() {
+                    if l["mediaType"] == LAYER_TYPE {
+                        l["mediaType"] = json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+                    }
+                }
+            }
+            step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+            let p = pushed(&doc);
+            assert_eq!(p.mounted, [layer("new base")], "{foreign}");
+            assert_eq!(p.present, [layer("app")], "{foreign}");
+            assert!(tag_digest(&fake, "app", "rebased").is_some());
+        }
     }
 }

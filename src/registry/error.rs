@@ -204,3 +204,119 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl std::error::Error for ConnectError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(errors: &[(&str, &str)]) -> RegistryError {
+        RegistryError {
+            doing: "the registry refused the manifest".into(),
+            status: 400,
+            status_text: "Bad Request".into(),
+            errors: errors
+                .iter()
+                .map(|(c, m)| (c.to_string(), m.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_registry_error_code_is_said_in_plain_words() {
+        for (code, plain) in [
+            ("MANIFEST_BLOB_UNKNOWN", "references a blob that is not in"),
+            ("BLOB_UNKNOWN", "the blob is not in this repository"),
+            ("MANIFEST_UNKNOWN", "no such manifest"),
+            ("NAME_UNKNOWN", "no such repository"),
+            ("DENIED", "access denied"),
+            ("UNAUTHORIZED", "authentication required"),
+            ("TOOMANYREQUESTS", "rate limiting"),
+            ("MANIFEST_INVALID", "rejected the manifest as invalid"),
+            ("DIGEST_INVALID", "does not match its digest"),
+            ("UNSUPPORTED", "does not support this operation"),
+        ] {
+            let shown = refused(&[(code, "m")]).to_string();
+            assert!(shown.ends_with(&format!("{code}: m ({})", explain(code).unwrap())));
+            assert!(shown.contains(plain), "{code}: {shown}");
+        }
+        assert_eq!(
+            refused(&[("SOMETHING_NEW", "m")]).to_string(),
+            "the registry refused the manifest: HTTP 400 Bad Request: SOMETHING_NEW: m"
+        );
+    }
+
+    #[test]
+    fn several_registry_errors_are_listed_in_order() {
+        assert_eq!(
+            refused(&[("DENIED", "no"), ("SOMETHING_NEW", "also")]).to_string(),
+            "the registry refused the manifest: HTTP 400 Bad Request: DENIED: no (access denied); \
+             SOMETHING_NEW: also"
+        );
+        assert_eq!(
+            refused(&[]).to_string(),
+            "the registry refused the manifest: HTTP 400 Bad Request"
+        );
+    }
+
+    #[test]
+    fn the_codes_of_a_long_error_body_are_read() {
+        let message = "x".repeat(4000);
+        let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"{message}"}}]}}"#);
+        let resp: ureq::Response = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .parse()
+        .unwrap();
+        let err = status_error(resp, "pulling");
+        let e = err.downcast_ref::<RegistryError>().unwrap();
+        assert!(e.has_code("DENIED"), "{e:?}");
+        assert_eq!(e.status, 403);
+    }
+
+    #[test]
+    fn only_a_refused_timed_out_or_broken_connection_is_temporary() {
+        use ConnectKind::*;
+        for (kind, temporary) in [
+            (Refused, true),
+            (TimedOut, true),
+            (Broken, true),
+            (Dns, false),
+            (Certificate, false),
+            (Tls, false),
+            (NotHttp, false),
+            (Other, false),
+        ] {
+            let e = ConnectError {
+                method: "GET".into(),
+                url: "http://r/v2/".into(),
+                kind,
+                message: "m".into(),
+            };
+            assert_eq!(e.is_temporary(), temporary, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_is_said_with_the_system_s_words() {
+        // A port that was free a moment ago: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v2/");
+        let Err(ureq::Error::Transport(t)) = ureq::get(&url).call() else {
+            panic!("a connection to a closed port");
+        };
+        let e = ConnectError::new("GET", &url, &t);
+        assert_eq!(e.kind, ConnectKind::Refused);
+        assert!(
+            e.message.starts_with("could not connect ("),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("os error"), "{}", e.message);
+        assert_eq!(e.to_string(), format!("GET {url}: {}", e.message));
+    }
+}

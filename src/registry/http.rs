@@ -195,6 +195,222 @@ pub fn read_limited(resp: ureq::Response, limit: u64, what: &str) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// A server on loopback that reads each request's head, writes `answer` (nothing:
+    /// the connection just closes) and closes: one connection per request. Counts them;
+    /// stops when dropped. Bounded in connections and time.
+    struct Server {
+        addr: String,
+        served: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Server {
+        fn start(answer: &'static str) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let (served, stop) = (
+                Arc::new(AtomicUsize::new(0)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let (n, halt) = (served.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while !halt.load(Ordering::SeqCst)
+                    && started.elapsed() < Duration::from_secs(30)
+                    && n.load(Ordering::SeqCst) < 20
+                {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    n.fetch_add(1, Ordering::SeqCst);
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut reader = BufReader::new(&stream);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                        line.clear();
+                    }
+                    let _ = (&stream).write_all(answer.as_bytes());
+                }
+            });
+            Server {
+                addr,
+                served,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        fn served(&self) -> usize {
+            self.served.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn http() -> Http {
+        Http {
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build(),
+            verbose: false,
+        }
+    }
+
+    fn send(server: &Server, method: &str, path: &str) -> Result<ureq::Response> {
+        let body = (method != "GET").then_some(&b"{}"[..]);
+        http().send_with_retries(method, &server.url(path), &[], None, body)
+    }
+
+    const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_get_that_meets_a_broken_connection_is_sent_four_times_waiting_longer_each_time() {
+        let server = Server::start("");
+        let started = std::time::Instant::now();
+        let err = send(&server, "GET", "/v2/").unwrap_err();
+        assert_eq!(server.served(), MAX_ATTEMPTS as usize);
+        assert_eq!(
+            err.downcast_ref::<ConnectError>().map(|c| c.kind),
+            Some(super::super::error::ConnectKind::Broken)
+        );
+        // 250 + 500 + 1000 ms between the four.
+        assert!(started.elapsed() >= Duration::from_millis(1750));
+    }
+
+    #[test]
+    fn a_get_answered_503_is_sent_again_and_a_404_is_not() {
+        let server = Server::start(UNAVAILABLE);
+        let last = send(&server, "GET", "/v2/").unwrap();
+        assert_eq!((last.status(), server.served()), (503, 4));
+        let server = Server::start("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        let last = send(&server, "GET", "/v2/").unwrap();
+        assert_eq!((last.status(), server.served()), (404, 1));
+    }
+
+    #[test]
+    fn a_manifest_put_is_sent_again_but_a_post_or_a_blob_put_is_not() {
+        for (method, path, times) in [
+            ("PUT", "/v2/app/manifests/1", 4),
+            ("DELETE", "/v2/app/manifests/1", 4),
+            ("POST", "/v2/app/blobs/uploads/", 1),
+            ("PUT", "/v2/app/blobs/uploads/1?digest=sha256:0", 1),
+            ("PATCH", "/v2/app/manifests/1", 1),
+        ] {
+            let server = Server::start(UNAVAILABLE);
+            let last = send(&server, method, path).unwrap();
+            assert_eq!(last.status(), 503);
+            assert_eq!(server.served(), times, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn an_answer_that_is_not_http_is_not_sent_again() {
+        let server = Server::start("not HTTP at all\r\n\r\n");
+        let err = send(&server, "GET", "/v2/").unwrap_err();
+        let connect = err.downcast_ref::<ConnectError>().expect("a connect error");
+        assert!(!connect.is_temporary(), "{connect:?}");
+        assert_eq!(server.served(), 1);
+    }
+
+    fn response(head_and_body: &str) -> ureq::Response {
+        head_and_body.parse().unwrap()
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_a_date_counts_as_absent() {
+        let with = |v: &str| {
+            response(&format!(
+                "HTTP/1.1 429 Too Many\r\nRetry-After: {v}\r\n\r\n"
+            ))
+        };
+        assert_eq!(retry_after(&with("7")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&with(" 2 ")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&with("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            retry_after(&response("HTTP/1.1 429 Too Many\r\n\r\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_body_without_a_length_is_cut_at_the_limit_with_an_error() {
+        let ok = read_limited(response("HTTP/1.1 200 OK\r\n\r\n1234"), 4, "blob").unwrap();
+        assert_eq!(ok, b"1234");
+        let err = read_limited(response("HTTP/1.1 200 OK\r\n\r\n12345"), 4, "blob").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the blob is more than the 4 bytes accepted"
+        );
+        let err = read_limited(
+            response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345"),
+            4,
+            "blob",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the blob is 5 bytes, more than the 4 bytes accepted"
+        );
+    }
+
+    fn cut() -> anyhow::Error {
+        CutBody {
+            url: "http://r/v2/app/blobs/x".into(),
+            msg: "unexpected end of file".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_cut_body_is_fetched_again_at_most_four_times_in_all() {
+        let mut calls = 0;
+        let got = http().retry_cut_body(|| {
+            calls += 1;
+            if calls < 3 { Err(cut()) } else { Ok(calls) }
+        });
+        assert_eq!(got.unwrap(), 3);
+        let mut calls = 0;
+        let err = http()
+            .retry_cut_body(|| -> Result<()> {
+                calls += 1;
+                Err(cut())
+            })
+            .unwrap_err();
+        assert_eq!(calls, MAX_ATTEMPTS);
+        assert_eq!(
+            err.to_string(),
+            "the connection broke while reading the answer to GET http://r/v2/app/blobs/x: \
+             unexpected end of file"
+        );
+        let mut calls = 0;
+        let _ = http().retry_cut_body(|| -> Result<()> {
+            calls += 1;
+            bail!("another error")
+        });
+        assert_eq!(calls, 1, "only a cut body is fetched again");
+    }
 
     #[test]
     fn retries_are_bounded_in_count_and_time() {
