@@ -590,15 +590,27 @@ mod tests {
     }
 
     #[test]
-    fn skip_reasons_read_as_the_document_writes_them() {
-        for (r, text) in [
+    fn enums_read_as_the_document_writes_them() {
+        crate::json::assert_names(&[
             (SkipReason::Attestation, "attestation"),
             (SkipReason::NoPlatform, "no platform"),
             (SkipReason::ExcludedByPlatform, "excluded by --platform"),
-        ] {
-            assert_eq!(r.to_string(), text);
-            assert_eq!(serde_json::to_value(r).unwrap(), text);
-        }
+        ]);
+        crate::json::assert_names(&[
+            (Method::OldBase, "old-base"),
+            (Method::Label, "label"),
+            (Method::Layers, "layers"),
+        ]);
+        crate::json::assert_names(&[
+            (FoundBy::Argument, "argument"),
+            (FoundBy::Annotation, "annotation"),
+            (FoundBy::Label, "label"),
+            (
+                FoundBy::LabelAfterAnnotation,
+                "label (the annotated old base cannot be used)",
+            ),
+            (FoundBy::Index, "index"),
+        ]);
     }
 
     #[test]

@@ -70,6 +70,16 @@ impl<'de> Deserializer<'de> for FieldNames<'_> {
     }
 }
 
+/// Asserts that each value of an enum the document holds as a string displays as it is
+/// written in JSON (messages and the document use the same words).
+#[cfg(test)]
+pub fn assert_names<T: std::fmt::Display + serde::Serialize>(cases: &[(T, &str)]) {
+    for (value, text) in cases {
+        assert_eq!(value.to_string(), *text);
+        assert_eq!(serde_json::to_value(value).unwrap(), *text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

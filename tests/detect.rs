@@ -163,19 +163,16 @@ fn label_mode_with_classic_docker_history() {
 fn no_label_and_no_base_says_what_to_give() {
     let (reg, _w) =
         fixture("build_image layout app --from base-v1 app; push_image layout app $REGISTRY/app:1");
-    let out = run(&["rebase", &reg.r("app:1")], None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = fails(&["rebase", &reg.r("app:1")], None, 2);
     assert!(
         err.contains("--new-base") && err.contains("annotation"),
         "{err}"
     );
-    let out = run(
+    let err = fails(
         &["rebase", &reg.r("app:1"), "--new-base", &reg.r("base:v2")],
         None,
+        1,
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("--old-base") && err.contains("--layers"),
         "{err}"
@@ -374,9 +371,7 @@ fn an_unrelated_tag_is_not_overwritten_without_force() {
         "taken",
     ];
     let before = reg.manifest("app:taken").unwrap().0;
-    let out = run(&args, None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = fails(&args, None, 2);
     assert!(err.contains("neither") && err.contains("--force"), "{err}");
     assert_eq!(reg.manifest("app:taken").unwrap().0, before);
     let mut forced = args.to_vec();
@@ -415,7 +410,7 @@ fn a_tag_holding_a_rebuild_is_not_a_rebase_of_the_image() {
         "the same history on top"
     );
     let before = reg.manifest("app:rebuilt").unwrap().0;
-    let out = run(
+    let err = fails(
         &[
             "rebase",
             &reg.r("app:1"),
@@ -427,9 +422,8 @@ fn a_tag_holding_a_rebuild_is_not_a_rebase_of_the_image() {
             "rebuilt",
         ],
         None,
+        2,
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("neither") && err.contains("--force"), "{err}");
     assert_eq!(reg.manifest("app:rebuilt").unwrap().0, before);
 }
@@ -507,9 +501,7 @@ fn an_annotated_base_no_registry_has_falls_back_to_the_label() {
     // rebase.
     let out = run(&["fetch-manifest", &reg.r("nolabel:1")], None);
     let doc = out.stdout;
-    let out = run(&["fetch-manifest", "--as", "old-base"], Some(&doc));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = fails(&["fetch-manifest", "--as", "old-base"], Some(&doc), 1);
     assert!(
         err.contains("tried its annotations") && err.contains("the label \"FROM\""),
         "{err}"

@@ -42,6 +42,14 @@ fn index_spec(prefix: &str, arches: &[(&str, &str)]) -> String {
         .join(" ")
 }
 
+/// A registry and a work folder with the OCI layouts `build` makes.
+fn fixture(name: &str) -> (Registry, TempDir) {
+    let reg = Registry::start();
+    let work = TempDir::new(name);
+    build(&reg, work.path());
+    (reg, work)
+}
+
 /// Pushes indexes of base v1 (on `arches`), base v2 (on `base2`) and the app (on
 /// `arches`, built with `app_flags`) to library/base:v1, library/base:v2 and `app`, then
 /// runs the script lines `more`.
@@ -170,9 +178,7 @@ fn rebase<'a>(reg: &'a Registry, app: &'a str, extra: &[&'a str]) -> std::proces
 
 #[test]
 fn three_platforms_with_an_attestation() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp3");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp3");
     push_indexes(
         &reg,
         work.path(),
@@ -254,9 +260,7 @@ fn three_platforms_with_an_attestation() {
 
 #[test]
 fn a_platform_missing_from_the_new_base_and_partial_rebases() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp-missing");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp-missing");
     push_indexes(&reg, work.path(), &ARCHES, &ARCHES[..2], "", "app:1", "");
     let out = rebase(&reg, "app:1", &["-t", "r"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -342,9 +346,7 @@ fn a_platform_missing_from_the_new_base_and_partial_rebases() {
 
 #[test]
 fn index_app_on_single_manifest_bases_and_index_digest_old_base() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp-single");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp-single");
     sh(
         &reg,
         work.path(),
@@ -408,9 +410,7 @@ fn index_app_on_single_manifest_bases_and_index_digest_old_base() {
 
 #[test]
 fn docker_manifest_list_stays_docker() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp-docker");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp-docker");
     let two = &ARCHES[..2];
     sh(
         &reg,
@@ -462,9 +462,7 @@ fn docker_manifest_list_stays_docker() {
 
 #[test]
 fn plumbing_works_per_platform_and_jq_can_select() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp-plumbing");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp-plumbing");
     let two = &ARCHES[..2];
     push_indexes(&reg, work.path(), two, two, "", "app:1", "");
     let doc = pipeline(&[
@@ -514,9 +512,7 @@ fn plumbing_works_per_platform_and_jq_can_select() {
 
 #[test]
 fn index_targets_follow_the_tag_rules() {
-    let reg = Registry::start();
-    let work = TempDir::new("mp-tags");
-    build(&reg, work.path());
+    let (reg, work) = fixture("mp-tags");
     push_indexes(
         &reg,
         work.path(),

@@ -203,9 +203,7 @@ fn missing_base_sections_name_the_command_that_adds_them() {
     let (reg, _w) = fixture();
     // No old base, and no FROM label: the base cannot be found.
     let doc = pipeline(&[&["fetch-manifest", &reg.r("app:1")], &["fetch-config"]]);
-    let out = run(&["split-history"], Some(doc.as_bytes()));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = fails(&["split-history"], Some(doc.as_bytes()), 1);
     assert!(
         err.contains("sets the label \"FROM\"")
             && err.contains("--old-base")
@@ -305,9 +303,7 @@ fn a_manifest_or_config_over_4_mib_is_refused() {
         )
         .unwrap();
     let doc = ok(&["fetch-manifest", &reg.r("big:1")], None);
-    let out = run(&["fetch-config"], Some(doc.as_bytes()));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let err = fails(&["fetch-config"], Some(doc.as_bytes()), 2);
     assert!(
         err.contains("more than the 4194304 bytes accepted"),
         "{err}"

@@ -187,23 +187,6 @@ mod tests {
     }
 
     #[test]
-    fn found_by_reads_as_the_document_writes_it() {
-        for (f, text) in [
-            (FoundBy::Argument, "argument"),
-            (FoundBy::Annotation, "annotation"),
-            (FoundBy::Label, "label"),
-            (
-                FoundBy::LabelAfterAnnotation,
-                "label (the annotated old base cannot be used)",
-            ),
-            (FoundBy::Index, "index"),
-        ] {
-            assert_eq!(f.to_string(), text);
-            assert_eq!(serde_json::to_value(f).unwrap(), text);
-        }
-    }
-
-    #[test]
     fn an_empty_label_names_no_base() {
         let s = section(json!({}), json!({"FROM": ""}));
         assert!(label_base(&s, "FROM").unwrap().is_none());

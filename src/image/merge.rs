@@ -561,14 +561,7 @@ mod tests {
             json!({"created_by": "COPY . /app # buildkit"}),
             json!({"created_by": "ENTRYPOINT [\"/app\"]", "empty_layer": true}),
         ];
-        let (m, report) = merge(
-            &image,
-            &new,
-            Ancestor::History {
-                base: &[],
-                top: &top,
-            },
-        );
+        let (m, report) = from_history(&image, &new, &top);
         assert_eq!(
             m["config"]["Env"],
             json!(["PATH=/usr/bin:/bin", "JAVA_HOME=/j2", "APP=1"])
@@ -587,7 +580,11 @@ mod tests {
     }
 
     fn from_history(image: &Value, new: &Value, top: &[Value]) -> (Value, Report) {
-        merge(image, new, Ancestor::History { base: &[], top })
+        with_history(image, new, &[], top)
+    }
+
+    fn with_history(image: &Value, new: &Value, base: &[Value], top: &[Value]) -> (Value, Report) {
+        merge(image, new, Ancestor::History { base, top })
     }
 
     #[test]
@@ -700,14 +697,7 @@ mod tests {
         let new = cfg(&["PATH=/usr/bin"], json!({}), json!({}));
         let image = cfg(&["PATH=/bin", "X=1"], json!({}), json!({"User": "app"}));
         let top = vec![json!({"created_by": "umoci config", "empty_layer": true})];
-        let (m, report) = merge(
-            &image,
-            &new,
-            Ancestor::History {
-                base: &[],
-                top: &top,
-            },
-        );
+        let (m, report) = from_history(&image, &new, &top);
         assert_eq!(m["config"]["Env"], json!(["PATH=/bin", "X=1"]));
         assert_eq!(m["config"]["User"], "app");
         assert_eq!(
@@ -744,14 +734,7 @@ mod tests {
             json!({"created_by": "LABEL v=1", "empty_layer": true}),
         ];
         let top = vec![json!({"created_by": "/bin/sh", "comment": "FROM base:v1"})];
-        let (m, report) = merge(
-            &image,
-            &new,
-            Ancestor::History {
-                base: &base,
-                top: &top,
-            },
-        );
+        let (m, report) = with_history(&image, &new, &base, &top);
         assert_eq!(
             m["config"]["Env"],
             json!([
@@ -785,14 +768,7 @@ mod tests {
 
         // An old base key that the old base's history set and the new base dropped goes.
         let image = cfg(&["PATH=/v1/bin", "OLD=1"], json!({}), json!({}));
-        let (m, report) = merge(
-            &image,
-            &new,
-            Ancestor::History {
-                base: &base,
-                top: &top,
-            },
-        );
+        let (m, report) = with_history(&image, &new, &base, &top);
         assert_eq!(
             m["config"]["Env"],
             json!(["PATH=/v2/bin", "GONE_FROM_V1=x"])

@@ -393,18 +393,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn methods_read_as_the_document_writes_them() {
-        for (m, text) in [
-            (Method::OldBase, "old-base"),
-            (Method::Label, "label"),
-            (Method::Layers, "layers"),
-        ] {
-            assert_eq!(m.to_string(), text);
-            assert_eq!(serde_json::to_value(m).unwrap(), text);
-        }
-    }
-
-    #[test]
     fn layers_equal_to_the_whole_history_leave_no_base_to_replace() {
         let app = img(&["a", "x"], &["add a", "add x"]);
         let p = Parts {

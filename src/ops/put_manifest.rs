@@ -779,6 +779,14 @@ mod tests {
             .collect()
     }
 
+    /// The requests sent, but for the version check.
+    fn asked(fake: &Fake) -> Vec<Request> {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.path != "/v2/")
+            .collect()
+    }
+
     fn pushed(doc: &Document) -> &Pushed {
         doc.unit.pushed.as_ref().expect("a pushed section")
     }
@@ -969,12 +977,7 @@ mod tests {
         assert!(pushed(&doc).unchanged);
         assert_eq!(pushed(&doc).digest, doc.unit.image.as_ref().unwrap().digest);
         // Not even a question: the tag is the image's own.
-        let asked: Vec<Request> = fake
-            .requests()
-            .into_iter()
-            .filter(|r| r.path != "/v2/")
-            .collect();
-        assert_eq!(asked, []);
+        assert_eq!(asked(&fake), []);
     }
 
     #[test]
@@ -1141,12 +1144,7 @@ mod tests {
         let pushed = ix.pushed.as_ref().unwrap();
         assert!(pushed.unchanged);
         assert_eq!(pushed.digest, ix.digest);
-        let asked: Vec<Request> = fake
-            .requests()
-            .into_iter()
-            .filter(|r| r.path != "/v2/")
-            .collect();
-        assert_eq!(asked, []);
+        assert_eq!(asked(&fake), []);
     }
 
     #[test]

@@ -287,6 +287,18 @@ pub fn ok(args: &[&str], stdin: Option<&[u8]>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs the binary and expects it to exit with `code`; returns stderr.
+pub fn fails(args: &[&str], stdin: Option<&[u8]>, code: i32) -> String {
+    let out = run(args, stdin);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "image-rebase {args:?}: {err}"
+    );
+    err
+}
+
 /// Runs the plumbing pipeline, each step's stdout feeding the next one's stdin.
 pub fn pipeline(steps: &[&[&str]]) -> String {
     let mut input: Option<Vec<u8>> = None;
