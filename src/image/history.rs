@@ -40,20 +40,7 @@ pub fn parse(entry: &Value) -> Instruction {
     let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
     let rest = rest.trim();
     match word.to_ascii_uppercase().as_str() {
-        "ENV" => {
-            let pairs = words(rest);
-            if !pairs.is_empty() && !pairs[0].contains('=') {
-                // Legacy `ENV KEY value with spaces`.
-                return Instruction::Env(vec![pairs[0].clone()]);
-            }
-            Instruction::Env(
-                pairs
-                    .iter()
-                    .filter_map(|p| p.split_once('='))
-                    .map(|(k, _)| k.to_string())
-                    .collect(),
-            )
-        }
+        "ENV" => Instruction::Env(env_keys(rest)),
         "LABEL" => Instruction::Label(
             words(rest)
                 .iter()
@@ -61,18 +48,7 @@ pub fn parse(entry: &Value) -> Instruction {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ),
-        "EXPOSE" => Instruction::Expose(
-            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-'))
-                .filter(|p| p.starts_with(|c: char| c.is_ascii_digit()))
-                .map(|p| {
-                    if p.contains('/') {
-                        p.to_string()
-                    } else {
-                        format!("{p}/tcp")
-                    }
-                })
-                .collect(),
-        ),
+        "EXPOSE" => Instruction::Expose(ports(rest)),
         "VOLUME" => Instruction::Volume(
             rest.split(|c: char| c.is_whitespace() || "[],\"".contains(c))
                 .filter(|p| !p.is_empty())
@@ -93,6 +69,35 @@ pub fn parse(entry: &Value) -> Instruction {
         _ if !text.contains("#(nop)") && entry_text_is_shell(entry) => Instruction::NoConfig,
         _ => Instruction::Unknown,
     }
+}
+
+/// The keys an ENV instruction sets.
+fn env_keys(rest: &str) -> Vec<String> {
+    let pairs = words(rest);
+    if !pairs.is_empty() && !pairs[0].contains('=') {
+        // Legacy `ENV KEY value with spaces`.
+        return vec![pairs[0].clone()];
+    }
+    pairs
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+/// The ports an EXPOSE instruction (or its `map[80/tcp:{}]` form) names, with `/tcp`
+/// when it names no protocol.
+fn ports(rest: &str) -> Vec<String> {
+    rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-'))
+        .filter(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|p| {
+            if p.contains('/') {
+                p.to_string()
+            } else {
+                format!("{p}/tcp")
+            }
+        })
+        .collect()
 }
 
 fn entry_text_is_shell(entry: &Value) -> bool {

@@ -206,25 +206,7 @@ fn fetch_base(
         "new base"
     };
     let base_for = |client: &Client, unit: &mut Unit, platform: &Platform| -> Result<()> {
-        let mut section = match &fetched {
-            Fetched::Index(ix) => {
-                fetch_child(client, ix, true, pick(ix, platform, what)?, r.to_string())?
-            }
-            Fetched::Single(s) => {
-                let mut s = (**s).clone();
-                s.config = Some(fetch_config::fetch(client, &s, true)?);
-                let theirs = s.config.as_ref().and_then(Platform::of_config);
-                if !theirs.as_ref().is_some_and(|t| t.matches(platform)) {
-                    bail!(
-                        "the {what} {r} is a single image for {}, not for {platform}",
-                        theirs
-                            .map(|t| t.to_string())
-                            .unwrap_or_else(|| "an unknown platform".into())
-                    );
-                }
-                s
-            }
-        };
+        let mut section = base_for_platform(client, &fetched, r, what, platform)?;
         section.found_by = Some(found_by);
         unit.set_section(role, section);
         Ok(())
@@ -256,6 +238,36 @@ fn fetch_base(
         }
     }
     Ok(())
+}
+
+/// A base's section for one platform: its manifest for `platform` when it is an index,
+/// else the single image, which must be for `platform`.
+fn base_for_platform(
+    client: &Client,
+    fetched: &Fetched,
+    r: &Reference,
+    what: &str,
+    platform: &Platform,
+) -> Result<ImageSection> {
+    Ok(match fetched {
+        Fetched::Index(ix) => {
+            fetch_child(client, ix, true, pick(ix, platform, what)?, r.to_string())?
+        }
+        Fetched::Single(s) => {
+            let mut s = (**s).clone();
+            s.config = Some(fetch_config::fetch(client, &s, true)?);
+            let theirs = s.config.as_ref().and_then(Platform::of_config);
+            if !theirs.as_ref().is_some_and(|t| t.matches(platform)) {
+                bail!(
+                    "the {what} {r} is a single image for {}, not for {platform}",
+                    theirs
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "an unknown platform".into())
+                );
+            }
+            s
+        }
+    })
 }
 
 /// The image as base detection sees it: the single image, or for an index the index's
@@ -406,7 +418,6 @@ fn find_new_base(
     detect::new_base(&view, opts.label)
 }
 
-/// Fetches the image's config (the first platform's, for an index): its labels.
 /// One unit per image platform of the index that `--platform` keeps; the other entries
 /// are recorded in the index's `skipped`.
 fn platform_units(
@@ -426,26 +437,14 @@ fn platform_units(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .parse()?;
-        let platform = Platform::of_descriptor(d);
-        let skip = |reason| Skipped {
-            digest: digest.clone(),
-            platform: platform.as_ref().map(|p| p.to_string()),
-            reason,
-        };
-        let p = match &platform {
-            _ if is_attestation(d) => Err(SkipReason::Attestation),
-            None => Err(SkipReason::NoPlatform),
-            Some(p)
-                if !opts.platforms.is_empty() && !opts.platforms.iter().any(|w| w.matches(p)) =>
-            {
-                Err(SkipReason::ExcludedByPlatform)
-            }
-            Some(p) => Ok(p.clone()),
-        };
-        let p = match p {
+        let p = match rebased_platform(d, opts.platforms) {
             Ok(p) => p,
             Err(reason) => {
-                ix.skipped.push(skip(reason));
+                ix.skipped.push(Skipped {
+                    digest,
+                    platform: Platform::of_descriptor(d).map(|p| p.to_string()),
+                    reason,
+                });
                 continue;
             }
         };
@@ -474,6 +473,19 @@ fn platform_units(
     Ok(units)
 }
 
+/// The platform of an index entry to rebase, or why the entry is left out.
+fn rebased_platform(d: &Value, wanted: &[Platform]) -> Result<Platform, SkipReason> {
+    match Platform::of_descriptor(d) {
+        _ if is_attestation(d) => Err(SkipReason::Attestation),
+        None => Err(SkipReason::NoPlatform),
+        Some(p) if !wanted.is_empty() && !wanted.iter().any(|w| w.matches(&p)) => {
+            Err(SkipReason::ExcludedByPlatform)
+        }
+        Some(p) => Ok(p),
+    }
+}
+
+/// Fetches the image's config (the first platform's, for an index): its labels.
 fn fetch_image_config(client: &Client, doc: &mut Document) -> Result<()> {
     if doc.is_index() {
         if let Some(p) = doc.platforms.first_mut() {

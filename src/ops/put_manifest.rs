@@ -171,25 +171,31 @@ fn put_index(
         } else {
             original_bytes(client, ix)?
         };
-        client
-            .push(&Push {
-                registry: &target.registry,
-                repository: &target.repository,
-                tag: target.tag.as_deref(),
-                media_type: &ix.media_type,
-                manifest: &bytes,
-                blobs: vec![],
-                upload: None,
-                dry_run: false,
-            })
-            .with_context(|| {
-                format!(
-                    "putting the index into {}/{}",
-                    target.registry, target.repository
-                )
-            })?;
+        write_index(client, &target, &ix.media_type, &bytes)?;
     }
     Ok((new, pushed))
+}
+
+/// Puts an index under the target: every manifest it lists is there already.
+fn write_index(client: &Client, target: &Target, media_type: &str, bytes: &[u8]) -> Result<()> {
+    client
+        .push(&Push {
+            registry: &target.registry,
+            repository: &target.repository,
+            tag: target.tag.as_deref(),
+            media_type,
+            manifest: bytes,
+            blobs: vec![],
+            upload: None,
+            dry_run: false,
+        })
+        .with_context(|| {
+            format!(
+                "putting the index into {}/{}",
+                target.registry, target.repository
+            )
+        })?;
+    Ok(())
 }
 
 /// The new index for the document's pushed platforms.
