@@ -153,10 +153,10 @@ fn credential_helper(home: &Path, name: &str, server: &str, user: &str, secret: 
 type Setup<'a> =
     Box<dyn Fn(&Path) -> (Vec<(&'static str, String)>, Option<String>, Vec<String>) + 'a>;
 
-#[test]
-fn basic_auth_with_credentials_from_every_source() {
-    let work = TempDir::new("basic");
-    let htpasswd = work.path().join("htpasswd");
+/// A registry with htpasswd auth (users alice and root) holding the fixtures; it and
+/// the new base's layers as skopeo lists them.
+fn htpasswd_registry(work: &Path) -> (Registry, Vec<String>) {
+    let htpasswd = work.join("htpasswd");
     let mut lines = String::new();
     for (u, p) in [("alice", ALICE_PW), ("root", ROOT_PW)] {
         let out = Command::new("htpasswd")
@@ -171,14 +171,20 @@ fn basic_auth_with_credentials_from_every_source() {
         "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
         htpasswd.display()
     ));
-    push_fixtures(&reg, work.path(), &format!("root:{ROOT_PW}"));
+    push_fixtures(&reg, work, &format!("root:{ROOT_PW}"));
     let v2_layers = layers_with_skopeo(
         &reg,
         "library/base:v2",
         &format!("root:{ROOT_PW}"),
         "--tls-verify=false",
     );
+    (reg, v2_layers)
+}
 
+#[test]
+fn basic_auth_refuses_no_credentials_and_a_wrong_password_saying_where_they_came_from() {
+    let work = TempDir::new("basic-refused");
+    let (reg, _) = htpasswd_registry(work.path());
     // Anonymous: refused, saying where credentials were looked for.
     let home = TempDir::new("home-none");
     let out = run_env(&args(&rebase_args(&reg, "x")), None, &[], home.path());
@@ -203,12 +209,15 @@ fn basic_auth_with_credentials_from_every_source() {
         "{}",
         stderr(&out)
     );
+}
 
-    let host = reg.addr.clone();
-    let cases: Vec<(&str, Setup)> = vec![
+/// Every place credentials can come from, each set up in a home folder: the environment,
+/// stdin and arguments to run with.
+fn credential_sources(host: &str) -> Vec<(&'static str, Setup<'_>)> {
+    vec![
         (
             "auths-auth",
-            Box::new(|h: &Path| {
+            Box::new(move |h: &Path| {
                 write(
                     &h.join("cfg/config.json"),
                     &format!(
@@ -225,7 +234,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "auths-fields",
-            Box::new(|h: &Path| {
+            Box::new(move |h: &Path| {
                 write(
                     &h.join(".docker/config.json"),
                     &format!(
@@ -237,7 +246,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "podman-auth-file",
-            Box::new(|h: &Path| {
+            Box::new(move |h: &Path| {
                 write(
                     &h.join("auth.json"),
                     &format!(
@@ -257,7 +266,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "cred-helper",
-            Box::new(|h: &Path| {
+            Box::new(move |h: &Path| {
                 credential_helper(h, "testhelper", &host, "alice", ALICE_PW);
                 write(
                     &h.join(".docker/config.json"),
@@ -268,7 +277,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "creds-store",
-            Box::new(|h: &Path| {
+            Box::new(move |h: &Path| {
                 credential_helper(h, "teststore", &host, "alice", ALICE_PW);
                 write(
                     &h.join(".docker/config.json"),
@@ -279,7 +288,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "env",
-            Box::new(|_: &Path| {
+            Box::new(move |_: &Path| {
                 (
                     vec![
                         ("IMAGE_REBASE_USERNAME", "alice".into()),
@@ -292,7 +301,7 @@ fn basic_auth_with_credentials_from_every_source() {
         ),
         (
             "password-stdin",
-            Box::new(|_: &Path| {
+            Box::new(move |_: &Path| {
                 (
                     vec![],
                     Some(format!("{ALICE_PW}\n")),
@@ -304,7 +313,14 @@ fn basic_auth_with_credentials_from_every_source() {
                 )
             }),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn basic_auth_with_credentials_from_every_source() {
+    let work = TempDir::new("basic");
+    let (reg, v2_layers) = htpasswd_registry(work.path());
+    let cases = credential_sources(&reg.addr);
     for (name, setup) in cases {
         let home = TempDir::new(name);
         let (env, stdin, extra) = setup(home.path());
