@@ -24,6 +24,9 @@
 # Call start_registry directly, not in $(...) or a pipeline: the registry must be a child
 # of the calling shell for stop_registry to reap it.
 
+# This file's folder: the registry configuration (registry.yml) is beside it.
+_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
 # Every timestamp in test images: pinned so that digests are the same run to run.
 FIXTURE_TIME=2020-01-01T00:00:00Z
 
@@ -58,7 +61,7 @@ _registry_answers() {
 
 start_registry() {
 	local dir=${1:?usage: start_registry DIR [filesystem|inmemory]} backend=${2:-filesystem}
-	local port attempt i pid storage
+	local port attempt i pid storage config
 	local -a scrub=()
 	mkdir -p "$dir/data"
 	dir=$(cd "$dir" && pwd)
@@ -76,21 +79,9 @@ start_registry() {
 	# at once, and another port is tried.
 	for attempt in 1 2 3 4 5; do
 		port=$(_free_port)
-		cat >"$dir/config.yml" <<-YAML
-			version: 0.1
-			log:
-			  level: info
-			storage:
-			$storage
-			  delete:
-			    enabled: true
-			  maintenance:
-			    uploadpurging:
-			      enabled: false
-			http:
-			  addr: 127.0.0.1:$port
-			  secret: image-rebase-local-test-registry
-		YAML
+		config=$(<"$_lib_dir/registry.yml")
+		config=${config//@STORAGE@/$storage}
+		printf '%s\n' "${config//@ADDR@/127.0.0.1:$port}" >"$dir/config.yml"
 		env "${scrub[@]}" /usr/bin/docker-registry serve "$dir/config.yml" \
 			</dev/null >"$dir/registry.log" 2>&1 &
 		pid=$!

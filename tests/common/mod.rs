@@ -64,10 +64,17 @@ impl Registry {
                 .unwrap()
                 .port();
             let addr = format!("127.0.0.1:{port}");
-            let config = format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: image-rebase-tests\n{http_extra}{extra}",
+            // The configuration shared with scripts/lib.sh.
+            let storage = format!(
+                "  filesystem:\n    rootdirectory: {}",
                 dir.path().join("data").display()
             );
+            let config = std::fs::read_to_string(root().join("scripts/registry.yml"))
+                .unwrap()
+                .replace("@STORAGE@", &storage)
+                .replace("@ADDR@", &addr)
+                + http_extra
+                + extra;
             std::fs::write(dir.path().join("config.yml"), config).unwrap();
             let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
             let mut child = Command::new("/usr/bin/docker-registry")
