@@ -82,7 +82,7 @@ impl Http {
                 },
                 _ => return result,
             };
-            let delay = retry_after.unwrap_or_else(|| Duration::from_millis(250 << (attempt - 1)));
+            let delay = retry_after.unwrap_or_else(|| backoff(attempt));
             if !idempotent || !may_retry(attempt, delay, waited) {
                 return result;
             }
@@ -109,7 +109,7 @@ impl Http {
         for attempt in 1.. {
             match get() {
                 Err(e) if attempt < MAX_ATTEMPTS && e.is::<CutBody>() => {
-                    let delay = Duration::from_millis(250 << (attempt - 1));
+                    let delay = backoff(attempt);
                     if self.verbose {
                         eprintln!(
                             "image-rebase: {e}; retry {attempt} of {} in {:.2}s",
@@ -124,6 +124,11 @@ impl Http {
         }
         unreachable!("the loop returns")
     }
+}
+
+/// How long to wait after attempt number `attempt` (from 1) failed: 250 ms, doubling.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << (attempt - 1))
 }
 
 /// Whether attempt number `attempt` (from 1), having waited `waited` already, may be
@@ -212,6 +217,11 @@ mod tests {
 
     impl Server {
         fn start(answer: &'static str) -> Server {
+            Server::start_with(answer.to_string(), false)
+        }
+
+        /// Answers every request on a connection (keep-alive) instead of one.
+        fn start_with(answer: String, keep_alive: bool) -> Server {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             let addr = listener.local_addr().unwrap().to_string();
@@ -236,11 +246,17 @@ mod tests {
                         .set_read_timeout(Some(Duration::from_secs(5)))
                         .unwrap();
                     let mut reader = BufReader::new(&stream);
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
-                        line.clear();
+                    for _ in 0..10 {
+                        let mut line = String::new();
+                        let mut head = 0;
+                        while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                            (head, line) = (head + 1, String::new());
+                        }
+                        let _ = (&stream).write_all(answer.as_bytes());
+                        if !keep_alive || head == 0 {
+                            break;
+                        }
                     }
-                    let _ = (&stream).write_all(answer.as_bytes());
                 }
             });
             Server {
@@ -307,6 +323,19 @@ mod tests {
         let server = Server::start("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         let last = send(&server, "GET", "/v2/").unwrap();
         assert_eq!((last.status(), server.served()), (404, 1));
+    }
+
+    #[test]
+    fn the_body_of_an_answer_that_is_retried_is_read_so_the_connection_is_reused() {
+        let body = "x".repeat(256 * 1024);
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let server = Server::start_with(answer, true);
+        let last = send(&server, "GET", "/v2/").unwrap();
+        assert_eq!(last.status(), 503);
+        assert_eq!(server.served(), 1, "one connection for the four attempts");
     }
 
     #[test]
@@ -410,6 +439,12 @@ mod tests {
             bail!("another error")
         });
         assert_eq!(calls, 1, "only a cut body is fetched again");
+    }
+
+    #[test]
+    fn the_wait_between_attempts_starts_at_a_quarter_second_and_doubles() {
+        let waits: Vec<u128> = (1..=3).map(|a| backoff(a).as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000]);
     }
 
     #[test]
