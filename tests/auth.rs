@@ -267,7 +267,7 @@ fn credential_sources(host: &str) -> Vec<(&'static str, Setup<'_>)> {
         (
             "cred-helper",
             Box::new(move |h: &Path| {
-                credential_helper(h, "testhelper", &host, "alice", ALICE_PW);
+                credential_helper(h, "testhelper", host, "alice", ALICE_PW);
                 write(
                     &h.join(".docker/config.json"),
                     &format!(r#"{{"credHelpers":{{"{host}":"testhelper"}}}}"#),
@@ -278,7 +278,7 @@ fn credential_sources(host: &str) -> Vec<(&'static str, Setup<'_>)> {
         (
             "creds-store",
             Box::new(move |h: &Path| {
-                credential_helper(h, "teststore", &host, "alice", ALICE_PW);
+                credential_helper(h, "teststore", host, "alice", ALICE_PW);
                 write(
                     &h.join(".docker/config.json"),
                     r#"{"credsStore":"teststore","auths":{}}"#,

@@ -247,11 +247,19 @@ mod tests {
                         .unwrap();
                     let mut reader = BufReader::new(&stream);
                     for _ in 0..10 {
-                        let mut line = String::new();
-                        let mut head = 0;
+                        let (mut line, mut head, mut length) = (String::new(), 0, 0);
                         while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
                             (head, line) = (head + 1, String::new());
                         }
+                        // The body too: closing with unread bytes would reset the
+                        // connection under the answer.
+                        let _ =
+                            std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
                         let _ = (&stream).write_all(answer.as_bytes());
                         if !keep_alive || head == 0 {
                             break;
