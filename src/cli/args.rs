@@ -71,6 +71,27 @@ pub enum Command {
     PutManifest(PutArgs),
     /// Rebase an image onto a new base in one step (porcelain)
     Rebase(RebaseArgs),
+    /// Point each image's own tag at its rebased image staged under a side tag (porcelain)
+    Promote(RolloutArgs),
+    /// Put back what each tag moved by a rebase, promote or rollback held before (porcelain)
+    Rollback(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The report of the run: the JSON lines of rebase --from-file, rebase --json, promote
+    /// or rollback ("-" reads stdin)
+    #[arg(long, value_name = "FILE", required = true)]
+    pub from_file: String,
+    /// How many tags to move at once
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
+    /// Take only the I-th of N deterministic slices of the report (0 <= I < N)
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Check every tag, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +164,9 @@ pub struct RebaseArgs {
     /// (0 <= I < N; e.g. --shard $JOB_COMPLETION_INDEX/N)
     #[arg(long, value_name = "I/N", requires = "from_file")]
     pub shard: Option<String>,
+    /// Print the outcome as one JSON object, the one a --from-file run prints per image
+    #[arg(long)]
+    pub json: bool,
     /// The base the image is built on now (default: none with --layers, else from the
     /// image's annotations, else the split is found by label)
     #[arg(

@@ -8,6 +8,7 @@ pub mod fetch_manifest;
 pub mod fleet;
 pub mod put_manifest;
 pub mod rebase;
+pub mod rollout;
 pub mod splice;
 pub mod split_history;
 
