@@ -8,7 +8,7 @@ mod common;
 use common::own::*;
 use common::*;
 use image_rebase::oci::digest::Digest;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::Output;
 
 struct Fleet {
@@ -318,4 +318,76 @@ fn a_fixed_tag_for_several_images_of_one_repository_is_refused_before_any_reques
         digest(&f.reg, "other/app:staged"),
         Some(result_digest(&lines[0]))
     );
+}
+
+#[test]
+fn contract_labels_refuse_and_pass() {
+    let reg = Registry::start();
+    let v1 = layer(&reg, &[("etc/v1", "1\n")], "ADD v1 /");
+    let v2 = layer(&reg, &[("etc/v2", "2\n")], "ADD v2 /");
+    let app = layer(&reg, &[("app/a", "a\n")], "COPY app /app");
+    let release = |r: &str| json!({"distro.release": r, "maintainer": r});
+    push_with(&reg, "base", "v1", &[&v1], &[], &[], release("12"));
+    push_with(&reg, "base", "v2", &[&v2], &[], &[], release("13"));
+    push_with(
+        &reg,
+        "base",
+        "v2-same",
+        &[&v2],
+        &[],
+        &[],
+        json!({"distro.release": "12"}),
+    );
+    push(&reg, "app", "1", &[&v1, &app], &[]);
+    let pinned_labels = json!({"io.buildpacks.rebasable": "false"});
+    push_with(&reg, "pinned", "1", &[&v1, &app], &[], &[], pinned_labels);
+    let was = digest(&reg, "app:1").unwrap();
+    let old = reg.r("base:v1");
+    let rebase = |image: &str, new: &str, extra: &[&str]| {
+        let (image, new) = (reg.r(image), reg.r(new));
+        let mut args = vec!["rebase", &image, "--old-base", &old, "--new-base", &new];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    let same = ["--require-same-label", "distro.release"];
+
+    // The release label differs: refused, exit 1, nothing written.
+    let out = rebase("app:1", "base:v2", &same);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("distro.release"), "{stderr}");
+    assert_eq!(digest(&reg, "app:1").unwrap(), was);
+    // In a fleet: skipped, exit 0.
+    let list = format!("{}\n", reg.r("app:1"));
+    let new = reg.r("base:v2");
+    let mut args = vec!["rebase", "--from-file", "-", "--old-base", &old];
+    args.extend(["--new-base", &new]);
+    args.extend(same);
+    let (code, lines, _) = run_lines(&args, Some(list.as_bytes()));
+    assert_eq!(code, Some(0));
+    assert_eq!(lines[0]["outcome"], "skipped", "{}", lines[0]);
+    // A label not required to stay (maintainer) does not matter; the same release passes.
+    let out = rebase("app:1", "base:v2-same", &same);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(digest(&reg, "app:1").unwrap(), was, "rebased");
+    // Without the option, a differing label is no reason to refuse.
+    let out = rebase("app:1", "base:v2", &["--tag", "other"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // An image that says it must not be rebased: refused unless --force.
+    let pinned = digest(&reg, "pinned:1").unwrap();
+    let out = rebase("pinned:1", "base:v2", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("io.buildpacks.rebasable=false"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(digest(&reg, "pinned:1").unwrap(), pinned);
+    let out = rebase("pinned:1", "base:v2", &["--force"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_ne!(digest(&reg, "pinned:1").unwrap(), pinned);
 }

@@ -188,6 +188,11 @@ pub struct RebaseArgs {
     /// repeat the option or separate with commas)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
+    /// Refuse (exit 1; skipped in a fleet) an image whose old and new base differ in this
+    /// label; repeatable. An image labelled io.buildpacks.rebasable=false is refused unless
+    /// --force
+    #[arg(long, value_name = "KEY")]
+    pub require_same_label: Vec<String>,
     #[command(flatten)]
     pub split: SplitArgs,
     #[command(flatten)]

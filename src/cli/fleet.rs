@@ -47,6 +47,7 @@ pub fn run(
         platforms: args.platform.clone(),
         split: (&args.split).into(),
         push: (&args.push).into(),
+        same_labels: args.require_same_label.clone(),
     };
     let text = read_list(path)?;
     // Every shard checks the whole list: two shards may not write one tag either.

@@ -136,6 +136,7 @@ fn rebase_one(
         platforms: Platform::parse_list(&args.platform)?,
         split: (&args.split).into(),
         push: (&args.push).into(),
+        same_labels: args.require_same_label.clone(),
     };
     let explicit = explicit_credential(g, true)?;
     let client = client(g, explicit, spec.named_hosts(), false)?;

@@ -5,7 +5,7 @@
 //! printing the outcomes is the command line's part (`cli::fleet`).
 
 use crate::document::Document;
-use crate::error::NotBased;
+use crate::error::{EXIT_NOT_BASED, exit_status};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -26,6 +26,8 @@ pub struct Defaults {
     pub platforms: Vec<String>,
     pub split: SplitOptions,
     pub push: PushOptions,
+    /// `--require-same-label`.
+    pub same_labels: Vec<String>,
 }
 
 /// A JSON Lines entry of the list: a reference and options of its own.
@@ -211,6 +213,7 @@ fn spec_of(d: &Defaults, line: &str) -> Result<(String, Spec)> {
         platforms,
         split,
         push,
+        same_labels: d.same_labels.clone(),
     };
     Ok((entry.image, spec))
 }
@@ -245,7 +248,7 @@ pub fn outcome_of(
     match result {
         Ok(doc) => rebased(&mut o, &doc),
         Err(e) => {
-            o.outcome = if e.chain().any(|c| c.is::<NotBased>()) {
+            o.outcome = if exit_status(&e) == EXIT_NOT_BASED {
                 Status::Skipped
             } else {
                 Status::Failed
@@ -403,6 +406,7 @@ mod tests {
                 tag: Some(tag.into()),
                 ..PushOptions::default()
             },
+            same_labels: vec![],
         };
         let list = [(1, "app:1"), (2, "app:2"), (3, "other:1"), (4, "app:1")];
         for (tag, ok) in [

@@ -6,7 +6,8 @@ use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
 use crate::ops::{
-    PushOptions, SplitOptions, fetch_config, fetch_manifest, put_manifest, splice, split_history,
+    PushOptions, SplitOptions, contract, fetch_config, fetch_manifest, put_manifest, splice,
+    split_history,
 };
 use crate::registry::Client;
 use anyhow::{Result, bail};
@@ -19,6 +20,8 @@ pub struct Spec {
     pub platforms: Vec<Platform>,
     pub split: SplitOptions,
     pub push: PushOptions,
+    /// `--require-same-label`: labels that must be the same on the old and the new base.
+    pub same_labels: Vec<String>,
 }
 
 impl Spec {
@@ -91,6 +94,7 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     split_history::step(&mut doc, &spec.split)?;
     splice::step(&mut doc)?;
     notes.extend(doc.result_notes());
+    contract::check(&doc, &spec.same_labels, spec.push.force)?;
     let push = PushOptions {
         image_is_current: true,
         tag,
