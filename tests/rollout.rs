@@ -391,3 +391,58 @@ fn contract_labels_refuse_and_pass() {
     assert_eq!(out.status.code(), Some(0));
     assert_ne!(digest(&reg, "pinned:1").unwrap(), pinned);
 }
+
+/// Completes `words` (the last one being completed) with the bash script the binary
+/// prints, the way bash calls a `complete -F` function.
+fn bash_complete(words: &[&str]) -> String {
+    let script = format!(
+        "source <('{}' completions bash)\n\
+         complete -p image-rebase\n\
+         COMP_WORDS=({words})\n\
+         COMP_CWORD={cword}\n\
+         COMP_LINE=\"${{COMP_WORDS[*]}}\"\n\
+         COMP_POINT=${{#COMP_LINE}}\n\
+         _image__rebase image-rebase \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        env!("CARGO_BIN_EXE_image-rebase"),
+        words = words
+            .iter()
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cword = words.len() - 1,
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn bash_completions_are_generated_and_complete() {
+    let out = bash_complete(&["image-rebase", "pro"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("complete -o bashdefault -o default -o nosort -F _image__rebase image-rebase"),
+        "the script registers itself: {out}"
+    );
+    assert_eq!(lines.collect::<Vec<_>>(), ["promote"]);
+    // A subcommand's own options (the hyphen in the program's name must not break them).
+    let out = bash_complete(&["image-rebase", "rollback", "--"]);
+    assert!(out.lines().any(|l| l == "--from-file"), "{out}");
+    let out = bash_complete(&["image-rebase", "rebase", "--require"]);
+    assert!(out.lines().any(|l| l == "--require-same-label"), "{out}");
+    let out = bash_complete(&["image-rebase", "completions", "z"]);
+    assert!(out.lines().any(|l| l == "zsh"), "{out}");
+    for shell in ["zsh", "fish"] {
+        let script = ok(&["completions", shell], None);
+        assert!(script.contains("image-rebase"), "{shell}: {script}");
+    }
+}

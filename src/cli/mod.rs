@@ -66,6 +66,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::Rebase(args) => rebase_one(g, &args, out, err),
         Command::Promote(args) => rollout::run(g, Kind::Promote, &args, out, err),
         Command::Rollback(args) => rollout::run(g, Kind::Rollback, &args, out, err),
+        Command::Completions(args) => completions(args.shell, out),
     }
 }
 
@@ -172,6 +173,28 @@ fn rebase_json(
         (Some(_), Some(e)) => Err(anyhow::anyhow!(e)),
         _ => Ok(()),
     }
+}
+
+/// `completions`: the script clap_complete generates for the shell. Its bash script
+/// spells the state of a subcommand two ways when the program's name has a hyphen
+/// (`image__rebase__subcmd__promote` in the loop, `image__subcmd__rebase__subcmd__promote`
+/// in the case arms; clap-rs/clap#6421), so nothing after the subcommand would complete:
+/// the arms are spelt as the loop spells them.
+fn completions(shell: args::ShellArg, out: &mut impl Write) -> Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(shell),
+        &mut command,
+        "image-rebase",
+        &mut script,
+    );
+    let mut script = String::from_utf8(script)?;
+    if shell == args::ShellArg::Bash {
+        script = script.replace("image__subcmd__rebase", "image__rebase");
+    }
+    out.write_all(script.as_bytes())?;
+    Ok(())
 }
 
 /// Writes notes for the user, one a line.
