@@ -446,3 +446,34 @@ fn bash_completions_are_generated_and_complete() {
         assert!(script.contains("image-rebase"), "{shell}: {script}");
     }
 }
+
+#[test]
+fn help_groups_options_under_headings() {
+    let help = ok(&["rebase", "--help"], None);
+    let headings: Vec<&str> = help
+        .lines()
+        .filter(|l| l.ends_with(':') && !l.starts_with(' '))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "Arguments:",
+            "Options:",
+            "Base detection:",
+            "Target:",
+            "Fleet:",
+            "Global options:",
+            "Registry access:"
+        ],
+        "{help}"
+    );
+    let under = |heading: &str| -> String {
+        let start = help.find(&format!("\n{heading}:\n")).unwrap();
+        let rest = &help[start + heading.len() + 3..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_string()
+    };
+    assert!(under("Base detection").contains("--old-base"));
+    assert!(under("Target").contains("--tag"));
+    assert!(under("Fleet").contains("--from-file"));
+    assert!(under("Registry access").contains("--insecure"));
+}
