@@ -49,7 +49,7 @@ pub fn run(
         push: (&args.push).into(),
         same_labels: args.require_same_label.clone(),
     };
-    let text = read_list(path)?;
+    let text = read_list(path, "the list")?;
     // Every shard checks the whole list: two shards may not write one tag either.
     fleet::check_targets(&fleet::read_lines(&defaults, &numbered(&text, None)))?;
     let lines = fleet::read_lines(&defaults, &numbered(&text, shard));
@@ -119,10 +119,11 @@ pub(super) fn parse_shard(s: &str) -> Result<(usize, usize)> {
     }
 }
 
-pub(super) fn read_list(path: &str) -> Result<String> {
+/// Reads `what` (the list, or a report) from the file `path`, or stdin for `-`.
+pub(super) fn read_list(path: &str, what: &str) -> Result<String> {
     let too_large = || {
         anyhow::anyhow!(
-            "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
+            "{what} is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
              and run the parts one after another"
         )
     };
@@ -130,7 +131,7 @@ pub(super) fn read_list(path: &str) -> Result<String> {
     if path == "-" {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            bail!("--from-file - reads the list on stdin, and stdin is a terminal");
+            bail!("--from-file - reads {what} on stdin, and stdin is a terminal");
         }
         // A file redirected to stdin has a size to refuse by before reading; a pipe does not.
         if size_of_file(&stdin).is_some_and(|n| n > MAX_LIST_BYTES) {
@@ -140,15 +141,15 @@ pub(super) fn read_list(path: &str) -> Result<String> {
             .lock()
             .take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
-            .context("reading the list from stdin")?;
+            .with_context(|| format!("reading {what} from stdin"))?;
     } else {
-        let file = std::fs::File::open(path).with_context(|| format!("reading the list {path}"))?;
+        let file = std::fs::File::open(path).with_context(|| format!("reading {what} {path}"))?;
         if size_of_file(&file).is_some_and(|n| n > MAX_LIST_BYTES) {
             return Err(too_large());
         }
         file.take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
-            .with_context(|| format!("reading the list {path}"))?;
+            .with_context(|| format!("reading {what} {path}"))?;
     }
     if text.len() as u64 > MAX_LIST_BYTES {
         return Err(too_large());

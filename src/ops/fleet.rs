@@ -87,33 +87,27 @@ pub fn named_hosts(lines: &[Line]) -> Vec<String> {
 pub fn check_targets(lines: &[Line]) -> Result<()> {
     let mut seen = std::collections::HashMap::new();
     for (image, spec) in lines.iter().filter_map(|l| l.spec.as_ref().ok()) {
-        let Some(template) = &spec.push.tag else {
-            continue;
-        };
-        if template.contains("{digest}") {
-            continue;
-        }
-        let tag = match &spec.image.tag {
-            Some(own) => template.replace("{tag}", own),
+        let own = &spec.image;
+        let tag = match (&spec.push.tag, &own.tag) {
+            (Some(t), _) if t.contains("{digest}") => continue,
+            (Some(t), Some(own_tag)) => t.replace("{tag}", own_tag),
             // By digest: `{tag}` fails for this image alone, when it is rebased.
-            None if template.contains("{tag}") => continue,
-            None => template.clone(),
+            (Some(t), None) if t.contains("{tag}") => continue,
+            (Some(t), None) => t.clone(),
+            (None, Some(own_tag)) => own_tag.clone(),
+            (None, None) => continue,
         };
-        let key = (
-            spec.image.registry.clone(),
-            spec.image.repository.clone(),
-            tag,
-        );
-        let same_image = |other: &Reference| {
-            (other.tag.as_ref(), other.digest.as_ref())
-                == (spec.image.tag.as_ref(), spec.image.digest.as_ref())
-        };
-        if let Some((other, first)) = seen.insert(key.clone(), (spec.image.clone(), image))
-            && !same_image(&other)
+        let key = (own.registry.clone(), own.repository.clone(), tag);
+        let explicit = spec.push.tag.is_some();
+        let this = (own.tag.clone(), own.digest.clone());
+        if let Some((other, first, first_explicit)) =
+            seen.insert(key.clone(), (this.clone(), image, explicit))
+            && other != this
+            && (explicit || first_explicit)
         {
             bail!(
-                "--tag {template:?} would write both {first} and {image} to {}/{}:{}: \
-                 a fixed tag takes one image per repository; use a template such as \
+                "{first} and {image} would both be written to {}/{}:{}: a fixed --tag (or an \
+                 entry's \"tag\") takes one image per repository; use a template such as \
                  '{{tag}}-rebased' (the image's own tag) or '{{tag}}-{{digest}}'",
                 key.0,
                 key.1,
@@ -427,5 +421,13 @@ mod tests {
         let entry = r#"{"image":"app:2","tag":"1-rebased"}"#;
         let lines = read_lines(&defaults("{tag}-rebased"), &[(1, "app:1"), (2, entry)]);
         assert!(check_targets(&lines).is_err(), "an entry's tag collides");
+        // An entry's tag that is another image's own tag, written in place.
+        let mut in_place = defaults("x");
+        in_place.push.tag = None;
+        let entry = r#"{"image":"app:2","tag":"1"}"#;
+        let lines = read_lines(&in_place, &[(1, "app:1"), (2, entry)]);
+        assert!(check_targets(&lines).is_err(), "app:2 onto app:1");
+        let lines = read_lines(&in_place, &[(1, "app:1"), (2, "app:1"), (3, "app:2")]);
+        check_targets(&lines).unwrap();
     }
 }
