@@ -282,6 +282,10 @@ pub struct Pushed {
     /// Nothing needed writing: the target already held this manifest.
     #[serde(default)]
     pub unchanged: bool,
+    /// What the target tag held before the write (absent: the tag was new, or the
+    /// manifest was put by digest). A rollback puts it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Digest>,
     /// A dry run: `mounted` and `uploaded` list what would be done; nothing was written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,

@@ -23,9 +23,24 @@ impl fmt::Display for NotBased {
 
 impl std::error::Error for NotBased {}
 
-/// The exit status for an error: 1 when any error in its chain is `NotBased`.
+/// The rebase is refused by a contract: a label that must stay the same between the old
+/// and the new base differs, or the image is labelled not rebasable. Exit status 1, as
+/// `NotBased`: the image is left as it is, and a fleet run reports it `skipped`.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The exit status for an error: 1 when any error in its chain is `NotBased` or
+/// `Refused`.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<NotBased>()) {
+    if err.chain().any(|e| e.is::<NotBased>() || e.is::<Refused>()) {
         EXIT_NOT_BASED
     } else {
         EXIT_ERROR

@@ -4,13 +4,20 @@ use crate::document::Role;
 use crate::ops::{PushOptions, SplitOptions};
 use clap::{Args, Parser, Subcommand};
 
+/// The headings `--help` groups options under.
+const GLOBAL: &str = "Global options";
+const REGISTRY: &str = "Registry access";
+const BASES: &str = "Base detection";
+const TARGET: &str = "Target";
+const FLEET: &str = "Fleet";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "image-rebase",
     version,
     about = "Rebase container images in a registry onto a new base, writing only a new config and manifest",
-    after_help = "Exit status: 0 done (or already up to date), 1 the image is not based on the given old base \
-                  or cannot be split, 2 any other error.\n\
+    after_help = "Exit status: 0 done (or already up to date), 1 the image is not based on the given old base, \
+                  cannot be split or is refused by a contract label, 2 any other error.\n\
                   See image-rebase(1) and image-rebase-<command>(1)."
 )]
 pub struct Cli {
@@ -23,19 +30,19 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Log every registry request (method, URL, status) and every retry to stderr
-    #[arg(short, long, global = true)]
+    #[arg(help_heading = GLOBAL, short, long, global = true)]
     pub verbose: bool,
     /// Allow plain HTTP, and accept any TLS certificate, for every registry
-    #[arg(long, global = true)]
+    #[arg(help_heading = REGISTRY, long, global = true)]
     pub insecure: bool,
     /// Default registry for references without a registry host (instead of docker.io)
-    #[arg(long, global = true, value_name = "HOST[:PORT]")]
+    #[arg(help_heading = REGISTRY, long, global = true, value_name = "HOST[:PORT]")]
     pub registry: Option<String>,
     /// Trust the CA certificates in this PEM file too (registries with a private CA)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(help_heading = REGISTRY, long, global = true, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// Seconds to wait for a connection or a response before giving up on a request
-    #[arg(
+    #[arg(help_heading = REGISTRY,
         long,
         global = true,
         value_name = "SECONDS",
@@ -45,7 +52,7 @@ pub struct Global {
     pub timeout: u64,
     /// User name for the registries named on the command line (password from --password-stdin or
     /// IMAGE_REBASE_PASSWORD); otherwise credentials come from docker's and podman's files
-    #[arg(
+    #[arg(help_heading = REGISTRY,
         long,
         global = true,
         value_name = "USER",
@@ -53,7 +60,7 @@ pub struct Global {
     )]
     pub username: Option<String>,
     /// Read the password (or token) for --username from the first line of stdin (rebase only)
-    #[arg(long, global = true)]
+    #[arg(help_heading = REGISTRY, long, global = true)]
     pub password_stdin: bool,
 }
 
@@ -71,6 +78,54 @@ pub enum Command {
     PutManifest(PutArgs),
     /// Rebase an image onto a new base in one step (porcelain)
     Rebase(RebaseArgs),
+    /// Point each image's own tag at its rebased image staged under a side tag (porcelain)
+    Promote(RolloutArgs),
+    /// Put back what each tag moved by a rebase, promote or rollback held before (porcelain)
+    Rollback(RolloutArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: ShellArg,
+}
+
+/// The shells completions are generated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<ShellArg> for clap_complete::Shell {
+    fn from(s: ShellArg) -> clap_complete::Shell {
+        match s {
+            ShellArg::Bash => clap_complete::Shell::Bash,
+            ShellArg::Zsh => clap_complete::Shell::Zsh,
+            ShellArg::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The report of the run: the JSON lines of rebase --from-file, rebase --json, promote
+    /// or rollback ("-" reads stdin)
+    #[arg(help_heading = FLEET, long, value_name = "FILE", required = true)]
+    pub from_file: String,
+    /// How many tags to move at once
+    #[arg(help_heading = FLEET, long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
+    /// Take only the I-th of N deterministic slices of the report (0 <= I < N)
+    #[arg(help_heading = FLEET, long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Check every tag, write nothing
+    #[arg(help_heading = FLEET, long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,41 +138,41 @@ pub struct FetchManifestArgs {
     #[arg(long = "as", value_enum, default_value = "image")]
     pub role: RoleArg,
     /// The label that names the new base when no reference is given
-    #[arg(long, value_name = "NAME", default_value = "FROM")]
+    #[arg(help_heading = BASES, long, value_name = "NAME", default_value = "FROM")]
     pub label: String,
     /// For a multi-platform image: rebase only these platforms (os/arch[/variant];
     /// repeat the option or separate with commas)
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(help_heading = BASES, long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct SplitArgs {
     /// Without an old base: split at the history entry that set this label
-    #[arg(long, value_name = "NAME", default_value = "FROM")]
+    #[arg(help_heading = BASES, long, value_name = "NAME", default_value = "FROM")]
     pub label: String,
     /// Keep the top N history entries (as docker history counts them) and replace the rest
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = BASES, long, value_name = "N")]
     pub layers: Option<usize>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct PushArgs {
     /// Tag to write (default: the image's own tag; by digest only when it was given by digest)
-    #[arg(short, long)]
+    #[arg(help_heading = TARGET, short, long)]
     pub tag: Option<String>,
     /// Overwrite a tag that holds an image which is neither this image nor a rebase of it
-    #[arg(short, long)]
+    #[arg(help_heading = TARGET, short, long)]
     pub force: bool,
     /// Do everything but write: check which blobs are present, mount and upload nothing
-    #[arg(long)]
+    #[arg(help_heading = TARGET, long)]
     pub dry_run: bool,
     /// Multi-platform image with one platform left: push only that platform's rebased
     /// manifest under the tag, no index
-    #[arg(long)]
+    #[arg(help_heading = TARGET, long)]
     pub single: bool,
     /// Keep attestation entries of the index (they describe the old image) in the new index
-    #[arg(long)]
+    #[arg(help_heading = TARGET, long)]
     pub keep_attestations: bool,
 }
 
@@ -132,20 +187,9 @@ pub struct RebaseArgs {
     /// The image to rebase: [registry/]repository[:tag][@sha256:digest]
     #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
     pub image: Option<String>,
-    /// Rebase many images: one reference per line, or JSON Lines objects with per-image
-    /// options ("-" reads stdin); prints one JSON line per image
-    #[arg(long, value_name = "FILE")]
-    pub from_file: Option<String>,
-    /// With --from-file: how many images to rebase at once
-    #[arg(long, value_name = "N", default_value_t = 8, requires = "from_file")]
-    pub jobs: usize,
-    /// With --from-file: take only the I-th of N deterministic slices of the list
-    /// (0 <= I < N; e.g. --shard $JOB_COMPLETION_INDEX/N)
-    #[arg(long, value_name = "I/N", requires = "from_file")]
-    pub shard: Option<String>,
     /// The base the image is built on now (default: none with --layers, else from the
     /// image's annotations, else the split is found by label)
-    #[arg(
+    #[arg(help_heading = BASES,
         long,
         visible_alias = "from-base",
         alias = "old_base",
@@ -153,7 +197,7 @@ pub struct RebaseArgs {
     )]
     pub old_base: Option<String>,
     /// The base to put under the image (default: the annotation base.name, else the label)
-    #[arg(
+    #[arg(help_heading = BASES,
         long,
         visible_alias = "to-base",
         alias = "new_base",
@@ -162,12 +206,31 @@ pub struct RebaseArgs {
     pub new_base: Option<String>,
     /// For a multi-platform image: rebase only these platforms (os/arch[/variant];
     /// repeat the option or separate with commas)
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(help_heading = BASES, long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
+    /// Refuse (exit 1; skipped in a fleet) an image whose old and new base differ in this
+    /// label; repeatable. An image labelled io.buildpacks.rebasable=false is refused unless
+    /// --force
+    #[arg(help_heading = BASES, long, value_name = "KEY")]
+    pub require_same_label: Vec<String>,
     #[command(flatten)]
     pub split: SplitArgs,
     #[command(flatten)]
     pub push: PushArgs,
+    /// Print the outcome as one JSON object, the one a --from-file run prints per image
+    #[arg(help_heading = TARGET, long)]
+    pub json: bool,
+    /// Rebase many images: one reference per line, or JSON Lines objects with per-image
+    /// options ("-" reads stdin); prints one JSON line per image
+    #[arg(help_heading = FLEET, long, value_name = "FILE")]
+    pub from_file: Option<String>,
+    /// With --from-file: how many images to rebase at once
+    #[arg(help_heading = FLEET, long, value_name = "N", default_value_t = 8, requires = "from_file")]
+    pub jobs: usize,
+    /// With --from-file: take only the I-th of N deterministic slices of the list
+    /// (0 <= I < N; e.g. --shard $JOB_COMPLETION_INDEX/N)
+    #[arg(help_heading = FLEET, long, value_name = "I/N", requires = "from_file")]
+    pub shard: Option<String>,
 }
 
 /// `--as`: the role of a fetched image (the document's `Role`, as the command line spells it).

@@ -5,8 +5,9 @@
 use super::args::{Global, RebaseArgs};
 use super::{client, explicit_credential};
 use crate::oci::platform::Platform;
-use crate::oci::reference::{Reference, check_tag};
-use crate::ops::fleet::{self, Defaults, Status};
+use crate::oci::reference::Reference;
+use crate::ops::fleet::{self, Defaults, Outcome, Status};
+use crate::ops::rebase::check_template;
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Read, Write};
 use std::time::Instant;
@@ -35,7 +36,7 @@ pub fn run(
     }
     Platform::parse_list(&args.platform)?;
     if let Some(t) = &args.push.tag {
-        check_tag(t)?;
+        check_template(t)?;
     }
     // The list may come on stdin: then the password cannot.
     let explicit = explicit_credential(g, path != "-")?;
@@ -46,16 +47,33 @@ pub fn run(
         platforms: args.platform.clone(),
         split: (&args.split).into(),
         push: (&args.push).into(),
+        same_labels: args.require_same_label.clone(),
     };
-    let text = read_list(path)?;
+    let text = read_list(path, "the list")?;
+    // Every shard checks the whole list: two shards may not write one tag either.
+    fleet::check_targets(&fleet::read_lines(&defaults, &numbered(&text, None)))?;
     let lines = fleet::read_lines(&defaults, &numbered(&text, shard));
     // --username credentials go only to the registries the list and the options name.
     let client = client(g, explicit, fleet::named_hosts(&lines), true)?;
     let total = lines.len();
+    report(total, "images", out, err, |each| {
+        fleet::run(&client, &lines, args.jobs, args.push.dry_run, each)
+    })
+}
+
+/// Prints the outcomes `run` hands to its callback as JSON lines on `out`, with a progress
+/// line on `err` when it is a terminal; an error (exit status 2) when any failed.
+pub(super) fn report(
+    total: usize,
+    what: &str,
+    out: &mut impl Write,
+    err: &mut impl Write,
+    run: impl FnOnce(&mut dyn FnMut(Outcome) -> Result<()>) -> Result<()>,
+) -> Result<()> {
     let progress = std::io::stderr().is_terminal();
     let start = Instant::now();
     let (mut done, mut failed) = (0usize, 0usize);
-    fleet::run(&client, &lines, args.jobs, args.push.dry_run, |o| {
+    run(&mut |o: Outcome| {
         done += 1;
         if o.outcome == Status::Failed {
             failed += 1;
@@ -63,7 +81,7 @@ pub fn run(
         writeln!(out, "{}", serde_json::to_string(&o)?)?;
         if progress {
             let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
-            write!(err, "\r{done}/{total} images, {rate:.1}/s, {failed} failed")?;
+            write!(err, "\r{done}/{total} {what}, {rate:.1}/s, {failed} failed")?;
         }
         Ok(())
     })?;
@@ -72,14 +90,14 @@ pub fn run(
     }
     out.flush()?;
     if failed > 0 {
-        bail!("{failed} of {total} images failed (see their JSON lines)");
+        bail!("{failed} of {total} {what} failed (see their JSON lines)");
     }
     Ok(())
 }
 
 /// The list's entries with their line numbers: blank lines and `#` comments left out,
 /// and with `--shard I/N` only the I-th of every N entries.
-fn numbered(text: &str, shard: Option<(usize, usize)>) -> Vec<(usize, &str)> {
+pub(super) fn numbered(text: &str, shard: Option<(usize, usize)>) -> Vec<(usize, &str)> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
@@ -91,7 +109,7 @@ fn numbered(text: &str, shard: Option<(usize, usize)>) -> Vec<(usize, &str)> {
 }
 
 /// `--shard I/N`.
-fn parse_shard(s: &str) -> Result<(usize, usize)> {
+pub(super) fn parse_shard(s: &str) -> Result<(usize, usize)> {
     let parsed = s
         .split_once('/')
         .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
@@ -101,10 +119,11 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn read_list(path: &str) -> Result<String> {
+/// Reads `what` (the list, or a report) from the file `path`, or stdin for `-`.
+pub(super) fn read_list(path: &str, what: &str) -> Result<String> {
     let too_large = || {
         anyhow::anyhow!(
-            "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
+            "{what} is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
              and run the parts one after another"
         )
     };
@@ -112,7 +131,7 @@ fn read_list(path: &str) -> Result<String> {
     if path == "-" {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            bail!("--from-file - reads the list on stdin, and stdin is a terminal");
+            bail!("--from-file - reads {what} on stdin, and stdin is a terminal");
         }
         // A file redirected to stdin has a size to refuse by before reading; a pipe does not.
         if size_of_file(&stdin).is_some_and(|n| n > MAX_LIST_BYTES) {
@@ -122,15 +141,15 @@ fn read_list(path: &str) -> Result<String> {
             .lock()
             .take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
-            .context("reading the list from stdin")?;
+            .with_context(|| format!("reading {what} from stdin"))?;
     } else {
-        let file = std::fs::File::open(path).with_context(|| format!("reading the list {path}"))?;
+        let file = std::fs::File::open(path).with_context(|| format!("reading {what} {path}"))?;
         if size_of_file(&file).is_some_and(|n| n > MAX_LIST_BYTES) {
             return Err(too_large());
         }
         file.take(MAX_LIST_BYTES + 1)
             .read_to_string(&mut text)
-            .with_context(|| format!("reading the list {path}"))?;
+            .with_context(|| format!("reading {what} {path}"))?;
     }
     if text.len() as u64 > MAX_LIST_BYTES {
         return Err(too_large());

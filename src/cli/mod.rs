@@ -6,11 +6,15 @@ pub mod args;
 pub mod document_io;
 mod fleet;
 mod plan;
+mod rollout;
 
 use crate::document::Document;
+use crate::error::NotBased;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_registry};
+use crate::ops::fleet as fleet_ops;
 use crate::ops::rebase::{Spec, final_pushed, rebase};
+use crate::ops::rollout::Kind;
 use crate::ops::{fetch_config, fetch_manifest, put_manifest, splice, split_history};
 use crate::registry::credentials::{Credential, Found, Sources};
 use crate::registry::secret::Secret;
@@ -60,6 +64,9 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
         Command::Rebase(args) => rebase_one(g, &args, out, err),
+        Command::Promote(args) => rollout::run(g, Kind::Promote, &args, out, err),
+        Command::Rollback(args) => rollout::run(g, Kind::Rollback, &args, out, err),
+        Command::Completions(args) => completions(args.shell, out),
     }
 }
 
@@ -130,17 +137,63 @@ fn rebase_one(
         platforms: Platform::parse_list(&args.platform)?,
         split: (&args.split).into(),
         push: (&args.push).into(),
+        same_labels: args.require_same_label.clone(),
     };
     let explicit = explicit_credential(g, true)?;
     let client = client(g, explicit, spec.named_hosts(), false)?;
     let mut notes = Vec::new();
     let result = rebase(&client, &spec, &mut notes);
+    if args.json {
+        return rebase_json(image, result, notes, args.push.dry_run, out);
+    }
     print_notes(err, &notes)?;
     let doc = result?;
     if args.push.dry_run {
         return plan::plan(&doc, out);
     }
     writeln!(out, "{}", final_pushed(&doc).reference)?;
+    Ok(())
+}
+
+/// `rebase --json`: the outcome as a fleet line for a list of one (notes inside it); an
+/// image that was skipped or failed still gives exit status 1 or 2.
+fn rebase_json(
+    image: &str,
+    result: Result<Document>,
+    notes: Vec<String>,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let status = result.as_ref().err().map(crate::error::exit_status);
+    let o = fleet_ops::outcome_of(1, image.to_string(), result, notes, dry_run);
+    writeln!(out, "{}", serde_json::to_string(&o)?)?;
+    out.flush()?;
+    match (status, o.error) {
+        (Some(crate::error::EXIT_NOT_BASED), Some(e)) => Err(NotBased(e).into()),
+        (Some(_), Some(e)) => Err(anyhow::anyhow!(e)),
+        _ => Ok(()),
+    }
+}
+
+/// `completions`: the script clap_complete generates for the shell. Its bash script
+/// spells the state of a subcommand two ways when the program's name has a hyphen
+/// (`image__rebase__subcmd__promote` in the loop, `image__subcmd__rebase__subcmd__promote`
+/// in the case arms; clap-rs/clap#6421), so nothing after the subcommand would complete:
+/// the arms are spelt as the loop spells them.
+fn completions(shell: args::ShellArg, out: &mut impl Write) -> Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(shell),
+        &mut command,
+        "image-rebase",
+        &mut script,
+    );
+    let mut script = String::from_utf8(script)?;
+    if shell == args::ShellArg::Bash {
+        script = script.replace("image__subcmd__rebase", "image__rebase");
+    }
+    out.write_all(script.as_bytes())?;
     Ok(())
 }
 

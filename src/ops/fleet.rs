@@ -5,13 +5,14 @@
 //! printing the outcomes is the command line's part (`cli::fleet`).
 
 use crate::document::Document;
-use crate::error::NotBased;
+use crate::error::{EXIT_NOT_BASED, exit_status};
+use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::ops::rebase::{Spec, final_pushed, rebase};
+use crate::ops::rebase::{Spec, final_pushed, rebase, source_of};
 use crate::ops::{PushOptions, SplitOptions};
 use crate::registry::Client;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -25,6 +26,8 @@ pub struct Defaults {
     pub platforms: Vec<String>,
     pub split: SplitOptions,
     pub push: PushOptions,
+    /// `--require-same-label`.
+    pub same_labels: Vec<String>,
 }
 
 /// A JSON Lines entry of the list: a reference and options of its own.
@@ -78,6 +81,43 @@ pub fn named_hosts(lines: &[Line]) -> Vec<String> {
         .collect()
 }
 
+/// Refuses, before any request, a list that would write two different images of one
+/// repository to one tag: a fixed `--tag` (or entry `tag`) for several images of a
+/// repository. A template with `{tag}` or `{digest}` gives each its own.
+pub fn check_targets(lines: &[Line]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (image, spec) in lines.iter().filter_map(|l| l.spec.as_ref().ok()) {
+        let own = &spec.image;
+        let tag = match (&spec.push.tag, &own.tag) {
+            (Some(t), _) if t.contains("{digest}") => continue,
+            (Some(t), Some(own_tag)) => t.replace("{tag}", own_tag),
+            // By digest: `{tag}` fails for this image alone, when it is rebased.
+            (Some(t), None) if t.contains("{tag}") => continue,
+            (Some(t), None) => t.clone(),
+            (None, Some(own_tag)) => own_tag.clone(),
+            (None, None) => continue,
+        };
+        let key = (own.registry.clone(), own.repository.clone(), tag);
+        let explicit = spec.push.tag.is_some();
+        let this = (own.tag.clone(), own.digest.clone());
+        if let Some((other, first, first_explicit)) =
+            seen.insert(key.clone(), (this.clone(), image, explicit))
+            && other != this
+            && (explicit || first_explicit)
+        {
+            bail!(
+                "{first} and {image} would both be written to {}/{}:{}: a fixed --tag (or an \
+                 entry's \"tag\") takes one image per repository; use a template such as \
+                 '{{tag}}-rebased' (the image's own tag) or '{{tag}}-{{digest}}'",
+                key.0,
+                key.1,
+                key.2
+            );
+        }
+    }
+    Ok(())
+}
+
 /// What became of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -88,6 +128,10 @@ pub enum Status {
     /// Not based on the given old base, or its base cannot be found in it.
     Skipped,
     Failed,
+    /// promote: the image's own tag now points at the rebased image.
+    Promoted,
+    /// rollback: the tag holds again what it held before.
+    RolledBack,
 }
 
 /// One line of output.
@@ -97,6 +141,15 @@ pub struct Outcome {
     pub line: usize,
     pub image: String,
     pub outcome: Status,
+    /// The digest of the manifest (or index) the operation read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Digest>,
+    /// `registry/repository:tag`: the tag written (or that would be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// What the target tag held before the write; null when the tag was new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Option<Digest>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,6 +207,7 @@ fn spec_of(d: &Defaults, line: &str) -> Result<(String, Spec)> {
         platforms,
         split,
         push,
+        same_labels: d.same_labels.clone(),
     };
     Ok((entry.image, spec))
 }
@@ -175,48 +229,20 @@ fn shown(line: &str) -> String {
     }
 }
 
-fn outcome_of(
+/// The outcome of one rebase (`rebase --json` prints it for its one image).
+pub fn outcome_of(
     line: usize,
     image: String,
     result: Result<Document>,
     notes: Vec<String>,
     dry_run: bool,
 ) -> Outcome {
-    let mut o = Outcome {
-        line,
-        image,
-        outcome: Status::Failed,
-        result: None,
-        old_base: None,
-        new_base: None,
-        error: None,
-        notes,
-        dry_run,
-    };
+    let mut o = Outcome::new(line, image, Status::Failed, dry_run);
+    o.notes = notes;
     match result {
-        Ok(doc) => {
-            let pushed = final_pushed(&doc);
-            let unit = doc.platforms.first().map(|p| &p.unit).unwrap_or(&doc.unit);
-            // Nothing written, or every platform already on the new base.
-            let all_up_to_date = if doc.index.is_some() {
-                doc.platforms
-                    .iter()
-                    .all(|p| p.unit.result.as_ref().is_some_and(|r| r.up_to_date))
-            } else {
-                unit.result.as_ref().is_some_and(|r| r.up_to_date)
-            };
-            let up_to_date = pushed.unchanged || all_up_to_date;
-            o.outcome = if up_to_date {
-                Status::UpToDate
-            } else {
-                Status::Rebased
-            };
-            o.result = Some(pushed.reference.clone());
-            o.old_base = unit.old_base.as_ref().map(|s| s.pinned());
-            o.new_base = unit.new_base.as_ref().map(|s| s.pinned());
-        }
+        Ok(doc) => rebased(&mut o, &doc),
         Err(e) => {
-            o.outcome = if e.chain().any(|c| c.is::<NotBased>()) {
+            o.outcome = if exit_status(&e) == EXIT_NOT_BASED {
                 Status::Skipped
             } else {
                 Status::Failed
@@ -227,6 +253,54 @@ fn outcome_of(
     o
 }
 
+impl Outcome {
+    /// An outcome with nothing but its line, image and status.
+    pub fn new(line: usize, image: String, outcome: Status, dry_run: bool) -> Outcome {
+        Outcome {
+            line,
+            image,
+            outcome,
+            source: None,
+            target: None,
+            previous: None,
+            result: None,
+            old_base: None,
+            new_base: None,
+            error: None,
+            notes: vec![],
+            dry_run,
+        }
+    }
+}
+
+/// Fills in the outcome of a rebase that went through.
+fn rebased(o: &mut Outcome, doc: &Document) {
+    let pushed = final_pushed(doc);
+    let unit = doc.platforms.first().map(|p| &p.unit).unwrap_or(&doc.unit);
+    // Nothing written, or every platform already on the new base.
+    let all_up_to_date = if doc.index.is_some() {
+        doc.platforms
+            .iter()
+            .all(|p| p.unit.result.as_ref().is_some_and(|r| r.up_to_date))
+    } else {
+        unit.result.as_ref().is_some_and(|r| r.up_to_date)
+    };
+    let up_to_date = pushed.unchanged || all_up_to_date;
+    o.outcome = if up_to_date {
+        Status::UpToDate
+    } else {
+        Status::Rebased
+    };
+    o.source = source_of(doc).map(|(_, d)| d);
+    if let Some(tag) = &pushed.tag {
+        o.target = Some(format!("{}/{}:{tag}", pushed.registry, pushed.repository));
+        o.previous = Some(pushed.previous.clone());
+    }
+    o.result = Some(pushed.reference.clone());
+    o.old_base = unit.old_base.as_ref().map(|s| s.pinned());
+    o.new_base = unit.new_base.as_ref().map(|s| s.pinned());
+}
+
 /// Rebases every line, `jobs` at once; `each` gets each outcome as it comes (in the
 /// order they finish). Stops early only when `each` fails (e.g. stdout went away).
 pub fn run(
@@ -234,17 +308,29 @@ pub fn run(
     lines: &[Line],
     jobs: usize,
     dry_run: bool,
+    each: impl FnMut(Outcome) -> Result<()>,
+) -> Result<()> {
+    run_all(lines, jobs, |l| rebase_line(client, l, dry_run), each)
+}
+
+/// Runs `work` on every item, `jobs` at once; `each` gets each outcome as it comes.
+/// The fleet machinery that rebase, promote and rollback share.
+pub fn run_all<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> Outcome + Sync,
     mut each: impl FnMut(Outcome) -> Result<()>,
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<Outcome>();
+    let work = &work;
     std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..jobs.clamp(1, lines.len().max(1)) {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
             let tx = tx.clone();
             let next = &next;
             scope.spawn(move || {
-                while let Some(l) = lines.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if tx.send(rebase_line(client, l, dry_run)).is_err() {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if tx.send(work(item)).is_err() {
                         break;
                     }
                 }
@@ -297,5 +383,51 @@ mod tests {
         );
         let e: Entry = serde_json::from_str(r#"{"reference":"b"}"#).unwrap();
         assert_eq!(e.image, "b");
+    }
+
+    #[test]
+    fn fixed_tags_for_several_images_of_a_repository_are_refused() {
+        let defaults = |tag: &str| Defaults {
+            registry: Some("r.example".into()),
+            old_base: None,
+            new_base: None,
+            platforms: vec![],
+            split: SplitOptions {
+                label: "FROM".into(),
+                layers: None,
+            },
+            push: PushOptions {
+                tag: Some(tag.into()),
+                ..PushOptions::default()
+            },
+            same_labels: vec![],
+        };
+        let list = [(1, "app:1"), (2, "app:2"), (3, "other:1"), (4, "app:1")];
+        for (tag, ok) in [
+            ("fixed", false),
+            ("{tag}-rebased", true),
+            ("{digest}", true),
+            ("x-{tag}", true),
+        ] {
+            let lines = read_lines(&defaults(tag), &list);
+            assert_eq!(check_targets(&lines).is_ok(), ok, "{tag}");
+        }
+        // One image per repository (listed twice): a fixed tag is fine.
+        let lines = read_lines(
+            &defaults("fixed"),
+            &[(1, "app:1"), (2, "app:1"), (3, "b:1")],
+        );
+        check_targets(&lines).unwrap();
+        let entry = r#"{"image":"app:2","tag":"1-rebased"}"#;
+        let lines = read_lines(&defaults("{tag}-rebased"), &[(1, "app:1"), (2, entry)]);
+        assert!(check_targets(&lines).is_err(), "an entry's tag collides");
+        // An entry's tag that is another image's own tag, written in place.
+        let mut in_place = defaults("x");
+        in_place.push.tag = None;
+        let entry = r#"{"image":"app:2","tag":"1"}"#;
+        let lines = read_lines(&in_place, &[(1, "app:1"), (2, entry)]);
+        assert!(check_targets(&lines).is_err(), "app:2 onto app:1");
+        let lines = read_lines(&in_place, &[(1, "app:1"), (2, "app:1"), (3, "app:2")]);
+        check_targets(&lines).unwrap();
     }
 }

@@ -3,11 +3,13 @@
 //! a registry client, return notes for the user as values, and never see the command
 //! line, stdin, stdout or the terminal.
 
+pub mod contract;
 pub mod fetch_config;
 pub mod fetch_manifest;
 pub mod fleet;
 pub mod put_manifest;
 pub mod rebase;
+pub mod rollout;
 pub mod splice;
 pub mod split_history;
 

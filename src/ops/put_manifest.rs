@@ -153,8 +153,11 @@ fn put_index(
         digest: &ix.digest,
         reference: &ix.reference,
     };
-    let holds = (!new.changed && same_place)
-        || check_target(
+    let holds = if !new.changed && same_place {
+        pushed.previous = target.tag.is_some().then(|| ix.digest.clone());
+        true
+    } else {
+        let checked = check_target(
             client,
             &target,
             &digest,
@@ -163,6 +166,9 @@ fn put_index(
             source,
             |current| index_is_rebase_of(client, doc, &target, current),
         )?;
+        pushed.previous = checked.previous;
+        checked.holds
+    };
     if holds {
         pushed.unchanged = true;
     } else if !args.dry_run {
@@ -310,6 +316,7 @@ fn new_pushed(
         present: vec![],
         uploaded: vec![],
         unchanged: false,
+        previous: None,
         dry_run: false,
         extra: serde_json::Map::new(),
     }
@@ -334,7 +341,9 @@ fn push(
         &fin.config_digest,
     );
     pushed.dry_run = args.dry_run;
-    if check_image_target(client, doc, target, &fin.manifest_digest, args)? {
+    let checked = check_image_target(client, doc, target, &fin.manifest_digest, args)?;
+    pushed.previous = checked.previous;
+    if checked.holds {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -396,9 +405,12 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Re
     let same_place = target.registry == image.registry && target.repository == image.repository;
     if same_place && (target.tag.is_none() || target.tag == image.tag) {
         pushed.unchanged = true;
+        pushed.previous = target.tag.is_some().then(|| image.digest.clone());
         return Ok(pushed);
     }
-    if check_image_target(client, doc, target, &image.digest, args)? {
+    let checked = check_image_target(client, doc, target, &image.digest, args)?;
+    pushed.previous = checked.previous;
+    if checked.holds {
         pushed.unchanged = true;
         return Ok(pushed);
     }
@@ -447,11 +459,19 @@ struct Source<'a> {
     reference: &'a str,
 }
 
-/// Whether the target may be written: one rule for images and indexes. True when it
-/// already holds `digest` (nothing to write); false when it is free (nothing there, the
-/// source itself, something `is_ours` accepts, i.e. a rebase of the source, or anything
-/// with `force`); an error naming the tag and what it holds otherwise. `known` is what the
-/// tag is known to hold without asking (the porcelain's own tag).
+/// What `check_target` found.
+struct Checked {
+    /// The target already holds the manifest: nothing to write.
+    holds: bool,
+    /// What the target tag holds now (None: nothing, or no tag), which the write replaces.
+    previous: Option<Digest>,
+}
+
+/// Whether the target may be written: one rule for images and indexes. `holds` when it
+/// already holds `digest` (nothing to write); free when nothing is there, the source
+/// itself, something `is_ours` accepts (a rebase of the source), or anything with
+/// `force`; an error naming the tag and what it holds otherwise. `known` is what the tag
+/// is known to hold without asking (the porcelain's own tag).
 fn check_target(
     client: &Client,
     target: &Target,
@@ -460,7 +480,7 @@ fn check_target(
     known: Option<Digest>,
     source: Source,
     is_ours: impl FnOnce(&Reference) -> Result<bool>,
-) -> Result<bool> {
+) -> Result<Checked> {
     let r = target_ref(
         target,
         if target.tag.is_none() {
@@ -476,20 +496,24 @@ fn check_target(
             .with_context(|| format!("checking {r}"))?,
     };
     let Some(current) = current else {
-        return Ok(false);
+        return Ok(Checked {
+            holds: false,
+            previous: None,
+        });
     };
-    if &current == digest {
-        return Ok(true);
-    }
-    if force || &current == source.digest {
-        return Ok(false);
-    }
-    if !is_ours(&target_ref(target, Some(&current)))
-        .with_context(|| format!("looking at what {r} holds now"))?
+    let holds = &current == digest;
+    let free = holds || force || &current == source.digest;
+    if !free
+        && !is_ours(&target_ref(target, Some(&current)))
+            .with_context(|| format!("looking at what {r} holds now"))?
     {
         return Err(refuse_overwrite(&r, &current, source.reference));
     }
-    Ok(false)
+    Ok(Checked {
+        holds,
+        // A manifest put by digest replaces nothing.
+        previous: target.tag.is_some().then_some(current),
+    })
 }
 
 /// `check_target` for a single image: its own tag is known to hold it in the porcelain,
@@ -500,7 +524,7 @@ fn check_image_target(
     target: &Target,
     digest: &Digest,
     args: &PushOptions,
-) -> Result<bool> {
+) -> Result<Checked> {
     let image = doc.require(Role::Image)?;
     let source = Source {
         digest: &image.digest,
