@@ -119,7 +119,7 @@ pub fn check_targets(lines: &[Line]) -> Result<()> {
 }
 
 /// What became of one image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Rebased,

@@ -28,7 +28,7 @@ pub enum Kind {
 #[derive(Debug, Deserialize)]
 struct ReportLine {
     image: String,
-    outcome: String,
+    outcome: Status,
     source: Option<Digest>,
     target: Option<String>,
     /// Absent: the line moved no tag; null: the tag was new.
@@ -115,7 +115,7 @@ pub fn named_hosts(tasks: &[Task]) -> Vec<String> {
 /// promote: a `rebased` line written to a side tag moves the image's own tag from the
 /// source to the result.
 fn promotion(line: &ReportLine) -> Result<Option<Planned>> {
-    if line.outcome != "rebased" {
+    if line.outcome != Status::Rebased {
         return Ok(None);
     }
     if line.dry_run {
@@ -145,8 +145,11 @@ fn promotion(line: &ReportLine) -> Result<Option<Planned>> {
 
 /// rollback: a line that moved a tag puts back what the tag held before.
 fn rollback(line: &ReportLine) -> Result<Option<Planned>> {
-    let moved_a_tag = ["rebased", "up-to-date", "promoted", "rolled-back"];
-    if !moved_a_tag.contains(&line.outcome.as_str()) || line.dry_run || line.target.is_none() {
+    let moved_a_tag = matches!(
+        line.outcome,
+        Status::Rebased | Status::UpToDate | Status::Promoted | Status::RolledBack
+    );
+    if !moved_a_tag || line.dry_run || line.target.is_none() {
         return Ok(None);
     }
     let (tag, result) = target_and_result(line)?;
