@@ -91,7 +91,7 @@ fn numbered(text: &str, shard: Option<(usize, usize)>) -> Vec<(usize, &str)> {
 }
 
 /// `--shard I/N`.
-fn parse_shard(s: &str) -> Result<(usize, usize)> {
+pub(super) fn parse_shard(s: &str) -> Result<(usize, usize)> {
     let parsed = s
         .split_once('/')
         .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
@@ -101,7 +101,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn read_list(path: &str) -> Result<String> {
+pub(super) fn read_list(path: &str) -> Result<String> {
     let too_large = || {
         anyhow::anyhow!(
             "the list is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod document_io;
+mod find;
 mod fleet;
 mod plan;
 
@@ -60,6 +61,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
         Command::Rebase(args) => rebase_one(g, &args, out, err),
+        Command::Find(args) => find::run(g, &args, out, err),
     }
 }
 

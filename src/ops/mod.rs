@@ -5,6 +5,7 @@
 
 pub mod fetch_config;
 pub mod fetch_manifest;
+pub mod find;
 pub mod fleet;
 pub mod put_manifest;
 pub mod rebase;
