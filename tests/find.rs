@@ -773,3 +773,58 @@ fn a_repository_that_answers_403_is_a_failed_line_and_the_walk_goes_on() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(lines(&out.stdout).len(), 2, "{err}");
 }
+
+#[test]
+fn a_base_that_is_an_index_matches_per_platform() {
+    let reg = Registry::start();
+    let client = Client::new(Options::default()).unwrap();
+    let l = layers(&reg);
+    let arm = layer(&reg, &[("etc/v1-arm", "1\n")], "ADD v1-arm /");
+    let image = |repo: &str, tag: Option<&str>, layers: &[&Layer], arch: &str| {
+        push_image(&client, &reg, repo, tag, layers, &[], arch, None, json!({})).0
+    };
+    let (base_amd, base_arm) = (
+        image("library/base", None, &[&l.v1], "amd64"),
+        image("library/base", Some("v1-arm64"), &[&arm], "arm64"),
+    );
+    let base = push_index(
+        &client,
+        &reg,
+        "library/base",
+        "v1",
+        &[("amd64", &base_amd), ("arm64", &base_arm)],
+    );
+    // A single arm64 image on the base's arm64 platform.
+    image("team/arm", Some("1"), &[&arm, &l.app], "arm64");
+    // An index: amd64 on the base, arm64 on another base.
+    let (amd, other) = (
+        image("team/multi", None, &[&l.v1, &l.app], "amd64"),
+        image("team/multi", None, &[&l.other, &l.app], "arm64"),
+    );
+    push_index(
+        &client,
+        &reg,
+        "team/multi",
+        "1",
+        &[("amd64", &amd), ("arm64", &other)],
+    );
+    image("team/other", Some("1"), &[&l.other, &l.app], "amd64");
+    let out = ok(
+        &["find", "--base", &reg.r("library/base:v1"), &reg.addr],
+        None,
+    );
+    let mut found = lines(out.as_bytes());
+    found.sort_by_key(|l| l["image"].as_str().unwrap().to_string());
+    let pinned = format!("{}/library/base@{base}", reg.addr);
+    let images: Vec<&str> = found.iter().map(|l| l["image"].as_str().unwrap()).collect();
+    assert_eq!(
+        images,
+        [reg.r("team/arm:1"), reg.r("team/multi:1")],
+        "the base's own platform tag is not a dependent: {found:?}"
+    );
+    for l in &found {
+        assert_eq!(l["old_base"], pinned.as_str(), "{l}");
+    }
+    assert!(found[0].get("platform").is_none(), "{}", found[0]);
+    assert_eq!(found[1]["platform"], json!(["linux/amd64"]));
+}
