@@ -760,6 +760,27 @@ fn a_repository_that_answers_403_is_a_failed_line_and_the_walk_goes_on() {
     let dependent = found.iter().find(|l| l.get("outcome").is_none()).unwrap();
     assert_eq!(dependent["image"], format!("{}/team/app:1", proxy.addr));
 
+    // Two prefixes of one registry: its catalog is read once.
+    let mark = reg.mark();
+    let out = run(
+        &[
+            "find",
+            "--base",
+            &base,
+            &format!("{}/team", proxy.addr),
+            &format!("{}/secret", proxy.addr),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(lines(&out.stdout).len(), 2);
+    let catalogs = reg
+        .requests_since(mark)
+        .into_iter()
+        .filter(|(_, u, _)| u.starts_with("/v2/_catalog"))
+        .count();
+    assert_eq!(catalogs, 1);
+
     // The same repositories from a list (no catalog), the one that answers 403 included.
     let list = format!(
         "# repositories\n{0}/team/app\n\n{0}/secret/app\n",

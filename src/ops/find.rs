@@ -534,8 +534,10 @@ pub fn find(
     mut each: impl FnMut(Event) -> Result<()>,
 ) -> Result<Counts> {
     let mut counts = Counts::default();
-    // The repositories: catalogs are read one after another (each is one paginated list).
+    // The repositories: catalogs are read one after another (each is one paginated list),
+    // each registry's once however many prefixes name it.
     let mut repos: Vec<(String, String)> = vec![];
+    let mut catalogs: HashMap<&str, std::result::Result<Vec<String>, String>> = HashMap::new();
     for place in places {
         match place {
             Place::Repository {
@@ -543,17 +545,20 @@ pub fn find(
                 repository,
             } => repos.push((registry.clone(), repository.clone())),
             Place::Registry(registry) | Place::Prefix { registry, .. } => {
-                match client.catalog(registry) {
+                let catalog = catalogs
+                    .entry(registry)
+                    .or_insert_with(|| client.catalog(registry).map_err(|e| format!("{e:#}")));
+                match catalog {
                     Ok(names) => repos.extend(
                         names
-                            .into_iter()
+                            .iter()
                             .filter(|n| match place {
                                 Place::Prefix { prefix, .. } => {
-                                    n == prefix || n.starts_with(&format!("{prefix}/"))
+                                    *n == prefix || n.starts_with(&format!("{prefix}/"))
                                 }
                                 _ => true,
                             })
-                            .map(|n| (registry.clone(), n)),
+                            .map(|n| (registry.clone(), n.clone())),
                     ),
                     Err(e) => {
                         counts.failed += 1;
@@ -561,7 +566,7 @@ pub fn find(
                             Place::Prefix { prefix, .. } => format!("{registry}/{prefix}"),
                             _ => registry.clone(),
                         };
-                        each(Event::Record(failed(name, &e)))?;
+                        each(Event::Record(failed(name, &anyhow!("{e}"))))?;
                     }
                 }
             }

@@ -3,7 +3,6 @@
 //! number of pages and the size of each.
 
 use super::{Client, api_path, http};
-use crate::oci::reference::{check_repository, check_tag};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
@@ -27,10 +26,8 @@ impl Client {
                      its repositories named with --repositories FILE)"
                 )
             })?;
-        for n in &names {
-            check_repository(n)
-                .with_context(|| format!("the catalog of {registry} lists {n:?}"))?;
-        }
+        // A name that is not a valid repository fails where it is used (`api_path`),
+        // alone.
         Ok(names)
     }
 
@@ -38,13 +35,9 @@ impl Client {
     pub fn tags(&self, registry: &str, repository: &str) -> Result<Vec<String>> {
         let path = api_path(repository, "tags", "list")?;
         let first = format!("{path}?n={PAGE_SIZE}");
-        let tags = self
-            .pages(registry, &path, &first, "tags")
-            .with_context(|| format!("listing the tags of {registry}/{repository}"))?;
-        for t in &tags {
-            check_tag(t).with_context(|| format!("the registry lists the tag {t:?}"))?;
-        }
-        Ok(tags)
+        // A tag that is not a valid tag fails where it is used (`api_path`), alone.
+        self.pages(registry, &path, &first, "tags")
+            .with_context(|| format!("listing the tags of {registry}/{repository}"))
     }
 
     /// The entries under `key` of every page, from `first` on, following `Link` headers
