@@ -464,6 +464,32 @@ fn find_lists_exactly_the_images_on_the_base_and_rebase_reads_its_lines() {
         format!("{}/tags/many@{on_base}", reg.addr)
     );
 
+    // --shard I/N: the slices of the repositories under many/ cover them exactly once.
+    let mut union = BTreeSet::new();
+    for shard in ["0/3", "1/3", "2/3"] {
+        let out = ok(
+            &["find", "--base", &base, "--shard", shard, &reg.r("many")],
+            None,
+        );
+        let part = lines(out.as_bytes());
+        assert!(
+            part.len() > 500 && part.len() < 800,
+            "{shard}: {}",
+            part.len()
+        );
+        for l in part {
+            let image = l["image"].as_str().unwrap().to_string();
+            assert!(union.insert(image), "in one shard only");
+        }
+    }
+    let many: BTreeSet<String> = w
+        .expected
+        .iter()
+        .filter(|e| e.starts_with("many/"))
+        .map(|e| reg.r(e))
+        .collect();
+    assert_eq!(union, many);
+
     // find | rebase --from-file -: the team/ prefix, one tag moved in between.
     let team = run(&["find", "--base", &base, &reg.r("team")], None);
     assert_eq!(team.status.code(), Some(0));
@@ -605,6 +631,25 @@ fn without_a_base_the_annotations_and_the_label_name_it() {
                    "label": "FROM", "base": reg.r("library/base:v1"), "found_by": "label"}),
         ]
     );
+    // rebase reads both kinds of line (a dry run: nothing written).
+    push(&client, &reg, "library/base", "v2", &[&l.v2]);
+    let rebased = run(
+        &[
+            "rebase",
+            "--from-file",
+            "-",
+            "--new-base",
+            &reg.r("library/base:v2"),
+            "--dry-run",
+        ],
+        Some(out.as_bytes()),
+    );
+    let outcomes = lines(&rebased.stdout);
+    assert_eq!(outcomes.len(), 2);
+    for o in &outcomes {
+        assert_eq!(o["outcome"], "rebased", "{o}");
+        assert_eq!(o["dry_run"], true, "{o}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
