@@ -443,6 +443,11 @@ fn find_lists_exactly_the_images_on_the_base_and_rebase_reads_its_lines() {
         "by tag only the base"
     );
     assert_eq!(
+        count(&|m, u| m == "GET" && u.ends_with(&format!("/manifests/{}", w.base_v1))),
+        0,
+        "the base's other tags are known by their digest alone"
+    );
+    assert_eq!(
         count(&|m, u| m == "GET" && u.contains("/blobs/")),
         2,
         "configs: the base's and team/env-only's"

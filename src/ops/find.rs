@@ -289,6 +289,10 @@ impl Walker<'_> {
 
     /// Fetches the manifest `digest` from `r`'s repository and judges it.
     fn judge(&self, r: &Reference, digest: &Digest, nested: bool) -> Result<Verdict> {
+        // The base itself (or one of its platforms), under any tag: not a dependent.
+        if self.bases.own.contains(digest.as_str()) {
+            return Ok(Verdict::Image(On::Nothing));
+        }
         let pinned = Reference {
             tag: None,
             digest: Some(digest.clone()),
@@ -315,16 +319,15 @@ impl Walker<'_> {
             for (p, d) in children(&manifest)? {
                 match self.verdict(r, &d, true)? {
                     Verdict::Image(on) => platforms.push((p, on)),
-                    Verdict::Index { .. } => unreachable!("nested indexes are refused"),
+                    Verdict::Index { .. } => bail!(
+                        "the index entry {d} is itself an index; nested indexes are not supported"
+                    ),
                 }
             }
             return Ok(Verdict::Index {
                 platforms,
                 annotated,
             });
-        }
-        if self.bases.own.contains(digest.as_str()) {
-            return Ok(Verdict::Image(On::Nothing));
         }
         if self.bases.variants.is_empty() {
             return self.named(&pinned, &manifest).map(Verdict::Image);
