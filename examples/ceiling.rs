@@ -17,6 +17,12 @@
 //!       The new config and manifest are made by substituting the first layer (digest,
 //!       diff_id, history entry). J threads; K idle connections kept per host (default J).
 //!       Prints "images N seconds S images_per_s R requests Q" on stdout.
+//!   ceiling find --registry HOST:PORT [--jobs J] [--request head|get|head-get]
+//!       the ceiling of `find`: the catalog's pages (1,000 a page, following Link), each
+//!       repository's tag list (J at once), then per tag (J at once) a HEAD of the manifest
+//!       (head), a GET (get), or a HEAD and a GET by digest for digests not seen yet
+//!       (head-get, what find sends). Nothing is parsed beyond the lists. Prints
+//!       "tags N seconds S tags_per_s R requests Q" on stdout.
 
 use anyhow::{Context, Result, bail, ensure};
 use image_rebase::oci::digest::Digest;
@@ -54,7 +60,8 @@ fn run(args: &[String]) -> Result<()> {
         "bases" => bases(&opts),
         "seed" => seed(&opts),
         "run" => ceiling(&opts),
-        other => bail!("unknown mode {other:?}: expected bases, seed or run"),
+        "find" => find_ceiling(&opts),
+        other => bail!("unknown mode {other:?}: expected bases, seed, run or find"),
     }
 }
 
@@ -513,4 +520,138 @@ fn one(
     manifest["config"]["digest"] = json!(config_digest);
     manifest["config"]["size"] = json!(config.len());
     http.put_manifest(repo, tag, &serde_json::to_vec(&manifest)?)
+}
+
+/// One page of a list: its entries under `key` and the target of its `Link` header.
+fn list_page(http: &Http, target: &str, key: &str) -> Result<(Vec<String>, Option<String>)> {
+    let url = if target.starts_with("http") {
+        target.to_string()
+    } else {
+        format!("{}{target}", http.base)
+    };
+    http.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = http
+        .agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let next = resp.header("Link").and_then(|l| {
+        let start = l.find('<')? + 1;
+        let end = l.find('>')?;
+        Some(l[start..end].to_string())
+    });
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(16 * MAX_BODY)
+        .read_to_end(&mut bytes)?;
+    let page: Value = serde_json::from_slice(&bytes)?;
+    let names = page[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    Ok((names, next))
+}
+
+fn list_all(http: &Http, first: &str, key: &str) -> Result<Vec<String>> {
+    let mut all = vec![];
+    let mut next = Some(first.to_string());
+    while let Some(target) = next.take() {
+        let (names, link) = list_page(http, &target, key)?;
+        all.extend(names);
+        next = link;
+    }
+    Ok(all)
+}
+
+/// Runs `work` on each item, `jobs` threads at once; the first error stops the run.
+fn each_parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..jobs.clamp(1, items.len().max(1)))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        work(item)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a worker panicked")?;
+        }
+        Ok(())
+    })
+}
+
+fn find_ceiling(opts: &Opts) -> Result<()> {
+    let registry = opts.str("registry")?;
+    let jobs = opts.num("jobs", 8)?.max(1);
+    let request = opts.0.get("request").map_or("head", String::as_str);
+    ensure!(
+        ["head", "get", "head-get"].contains(&request),
+        "--request {request:?}: expected head, get or head-get"
+    );
+    let http = Http::new(registry, jobs)?;
+    let start = Instant::now();
+    let repos = list_all(&http, "/v2/_catalog?n=1000", "repositories")?;
+    let tags = Mutex::new(Vec::new());
+    each_parallel(&repos, jobs, |repo| {
+        let list = list_all(&http, &format!("/v2/{repo}/tags/list?n=1000"), "tags")?;
+        let mut tags = tags.lock().unwrap();
+        tags.extend(list.into_iter().map(|t| (repo.clone(), t)));
+        Ok(())
+    })?;
+    let tags = tags.into_inner().unwrap();
+    let seen = Mutex::new(std::collections::HashSet::new());
+    each_parallel(&tags, jobs, |(repo, tag)| {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let accept = [("Accept", ACCEPT)];
+        match request {
+            "get" => {
+                http.expect(200, "GET", &path, &accept, None)?;
+            }
+            "head" => {
+                http.expect(200, "HEAD", &path, &accept, None)?;
+            }
+            _ => {
+                let url = format!("{}{path}", http.base);
+                http.requests.fetch_add(1, Ordering::Relaxed);
+                let resp = http
+                    .agent
+                    .head(&url)
+                    .set("Accept", ACCEPT)
+                    .call()
+                    .with_context(|| format!("HEAD {url}"))?;
+                let digest = resp
+                    .header("Docker-Content-Digest")
+                    .context("no Docker-Content-Digest")?
+                    .to_string();
+                if seen.lock().unwrap().insert(digest.clone()) {
+                    http.expect(
+                        200,
+                        "GET",
+                        &format!("/v2/{repo}/manifests/{digest}"),
+                        &accept,
+                        None,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "tags {} seconds {seconds:.3} tags_per_s {:.1} requests {}",
+        tags.len(),
+        tags.len() as f64 / seconds,
+        http.requests.load(Ordering::Relaxed)
+    );
+    Ok(())
 }

@@ -59,7 +59,7 @@ pub struct Global {
         env = "IMAGE_REBASE_USERNAME"
     )]
     pub username: Option<String>,
-    /// Read the password (or token) for --username from the first line of stdin (rebase only)
+    /// Read the password (or token) for --username from the first line of stdin (rebase and find only)
     #[arg(help_heading = REGISTRY, long, global = true)]
     pub password_stdin: bool,
 }
@@ -84,6 +84,36 @@ pub enum Command {
     Rollback(RolloutArgs),
     /// Print the shell completion script for bash, zsh or fish
     Completions(CompletionsArgs),
+    /// List the images in registries that are built on a base, as rebase --from-file reads them
+    Find(FindArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Where to look: a registry (HOST[:PORT], every repository of its catalog) or a
+    /// repository prefix (HOST[:PORT]/team-a)
+    #[arg(value_name = "WHERE", required_unless_present = "repositories")]
+    pub places: Vec<String>,
+    /// The base: [registry/]repository[:tag][@sha256:digest]; repeat it for the base's
+    /// past versions. Without it: images whose base annotations or label name a base
+    #[arg(long = "base", value_name = "REF")]
+    pub bases: Vec<String>,
+    /// Look in the repositories listed in this file ([registry/]repository, one a line;
+    /// "-" reads stdin), for registries whose catalog is off
+    #[arg(long, value_name = "FILE")]
+    pub repositories: Option<String>,
+    /// Without --base: the label that names the base
+    #[arg(long, value_name = "NAME", default_value = "FROM")]
+    pub label: String,
+    /// How many requests to have in flight at once
+    #[arg(help_heading = FLEET, long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
+    /// Take only the I-th of N deterministic slices of the repositories (0 <= I < N)
+    #[arg(help_heading = FLEET, long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// One line per manifest and repository (repository@digest) instead of one per tag
+    #[arg(long)]
+    pub by_digest: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod document_io;
+mod find;
 mod fleet;
 mod plan;
 mod rollout;
@@ -67,6 +68,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         Command::Promote(args) => rollout::run(g, Kind::Promote, &args, out, err),
         Command::Rollback(args) => rollout::run(g, Kind::Rollback, &args, out, err),
         Command::Completions(args) => completions(args.shell, out),
+        Command::Find(args) => find::run(g, &args, out, err),
     }
 }
 

@@ -86,6 +86,20 @@ fn is_prefix<T: PartialEq + std::fmt::Display>(
     Ok(())
 }
 
+/// How `find` tells an image built on a base by layers alone: the base's layers (by
+/// digest, at least one) are the first of the image's. `Some(n)`: the image has `n`
+/// layers of its own (0: the same layers, which only the history can tell apart from
+/// the base itself).
+pub fn own_layers(image: &[&str], base: &[&str]) -> Option<usize> {
+    (!base.is_empty() && image.starts_with(base)).then(|| image.len() - base.len())
+}
+
+/// Whether an image with exactly the base's layers has something of its own: more
+/// history entries than the base (e.g. an ENV or a LABEL on top).
+pub fn own_history(image_config: &Value, base_config: &Value) -> bool {
+    image::history_slice(image_config).len() > image::history_slice(base_config).len()
+}
+
 /// Checks that `base` is an exact prefix of `image` (layers by digest, diff_ids,
 /// history) and returns the split. Every failed check is a `NotBased` error that says
 /// which check failed.
@@ -477,5 +491,22 @@ pub(crate) mod tests {
         };
         let s = by_label(p, "FROM").unwrap();
         assert_eq!((s.base_layers, s.top_layers), (1, 0));
+    }
+
+    #[test]
+    fn own_layers_and_history_tell_a_dependent_from_its_base() {
+        assert_eq!(own_layers(&["a", "b", "c"], &["a", "b"]), Some(1));
+        assert_eq!(own_layers(&["a", "b"], &["a", "b"]), Some(0));
+        assert_eq!(own_layers(&["a", "c"], &["a", "b"]), None);
+        assert_eq!(own_layers(&["a"], &["a", "b"]), None);
+        assert_eq!(
+            own_layers(&["a"], &[]),
+            None,
+            "a base without layers names nothing"
+        );
+        let h = |n: usize| serde_json::json!({"history": vec![serde_json::json!({}); n]});
+        assert!(own_history(&h(3), &h(2)));
+        assert!(!own_history(&h(2), &h(2)));
+        assert!(!own_history(&serde_json::json!({}), &h(1)));
     }
 }

@@ -5,7 +5,7 @@
 //! printing the outcomes is the command line's part (`cli::fleet`).
 
 use crate::document::Document;
-use crate::error::{EXIT_NOT_BASED, exit_status};
+use crate::error::{EXIT_NOT_BASED, NotBased, exit_status};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -43,6 +43,14 @@ struct Entry {
     label: Option<String>,
     #[serde(default)]
     platform: Option<PlatformList>,
+    /// What the tag held when `find` listed it: it must still hold it.
+    digest: Option<String>,
+    /// How `find` found the image (informational).
+    #[allow(dead_code)]
+    found_by: Option<serde_json::Value>,
+    /// The base a label names, as `find` lists it (informational).
+    #[allow(dead_code)]
+    base: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,7 +64,16 @@ enum PlatformList {
 pub struct Line<'a> {
     pub number: usize,
     pub text: &'a str,
-    pub spec: Result<(String, Spec)>,
+    pub spec: Result<Planned>,
+}
+
+/// What one list line asks for.
+pub struct Planned {
+    /// The image as the line names it.
+    pub image: String,
+    pub spec: Spec,
+    /// The digest the image's tag must still hold (`find` saw it there).
+    pub digest: Option<Digest>,
 }
 
 /// Reads each list line once: `(number, text)` pairs, comments and blank lines already
@@ -77,7 +94,7 @@ pub fn named_hosts(lines: &[Line]) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| l.spec.as_ref().ok())
-        .flat_map(|(_, spec)| spec.named_hosts())
+        .flat_map(|p| p.spec.named_hosts())
         .collect()
 }
 
@@ -86,7 +103,7 @@ pub fn named_hosts(lines: &[Line]) -> Vec<String> {
 /// repository. A template with `{tag}` or `{digest}` gives each its own.
 pub fn check_targets(lines: &[Line]) -> Result<()> {
     let mut seen = std::collections::HashMap::new();
-    for (image, spec) in lines.iter().filter_map(|l| l.spec.as_ref().ok()) {
+    for Planned { image, spec, .. } in lines.iter().filter_map(|l| l.spec.as_ref().ok()) {
         let own = &spec.image;
         let tag = match (&spec.push.tag, &own.tag) {
             (Some(t), _) if t.contains("{digest}") => continue,
@@ -165,7 +182,7 @@ pub struct Outcome {
 }
 
 /// The spec of one list line: the command line's options, overridden by the entry's.
-fn spec_of(d: &Defaults, line: &str) -> Result<(String, Spec)> {
+fn spec_of(d: &Defaults, line: &str) -> Result<Planned> {
     let entry = if line.starts_with('{') {
         serde_json::from_str::<Entry>(line).context("not a valid list entry")?
     } else {
@@ -209,7 +226,16 @@ fn spec_of(d: &Defaults, line: &str) -> Result<(String, Spec)> {
         push,
         same_labels: d.same_labels.clone(),
     };
-    Ok((entry.image, spec))
+    let digest = entry
+        .digest
+        .as_deref()
+        .map(|s| s.parse::<Digest>().context("\"digest\""))
+        .transpose()?;
+    Ok(Planned {
+        image: entry.image,
+        spec,
+        digest,
+    })
 }
 
 /// How a list line that could not be read is named in its output line: its image, with
@@ -341,16 +367,42 @@ pub fn run_all<T: Sync>(
     })
 }
 
+/// Why the line's image is no longer what `find` saw, if it is not: its tag moved to
+/// another manifest or went away (skipped), or cannot be checked (failed).
+fn moved(client: &Client, p: &Planned) -> Option<anyhow::Error> {
+    let want = p.digest.as_ref()?;
+    let image = &p.spec.image;
+    match client.head_manifest(image) {
+        Ok(Some(now)) if now == *want => None,
+        Ok(Some(now)) => Some(
+            NotBased(format!(
+                "{image} moved since it was found: it held {want}, it holds {now} now; find it again"
+            ))
+            .into(),
+        ),
+        Ok(None) => Some(
+            NotBased(format!(
+                "{image} moved since it was found: it held {want}, it holds nothing now"
+            ))
+            .into(),
+        ),
+        Err(e) => Some(e.context(format!("checking that {image} still holds {want}"))),
+    }
+}
+
 /// One line's outcome. A panic in one image is that image's failure, not the run's.
 fn rebase_line(client: &Client, l: &Line, dry_run: bool) -> Outcome {
     let mut notes = Vec::new();
     let (image, result) = match &l.spec {
-        Ok((image, spec)) => {
+        Ok(p) => {
+            if let Some(moved) = moved(client, p) {
+                return outcome_of(l.number, p.image.clone(), Err(moved), notes, dry_run);
+            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rebase(client, spec, &mut notes)
+                rebase(client, &p.spec, &mut notes)
             }));
             (
-                image.clone(),
+                p.image.clone(),
                 result.unwrap_or_else(|_| {
                     Err(anyhow!(
                         "internal error (a panic) while rebasing this image"
@@ -383,6 +435,31 @@ mod tests {
         );
         let e: Entry = serde_json::from_str(r#"{"reference":"b"}"#).unwrap();
         assert_eq!(e.image, "b");
+        // A line of `find`, as it prints them.
+        let found = r#"{"image":"r/a:1","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","old_base":"r/base@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","platform":["linux/amd64"],"found_by":"layers"}"#;
+        let d = Defaults {
+            registry: None,
+            old_base: None,
+            new_base: Some("r/base:2".into()),
+            platforms: vec![],
+            split: SplitOptions {
+                label: "FROM".into(),
+                layers: None,
+            },
+            push: PushOptions::default(),
+            same_labels: vec![],
+        };
+        let p = spec_of(&d, found).unwrap();
+        assert_eq!(p.digest, Some(Digest::of(b"")));
+        assert_eq!(p.spec.platforms, [Platform::parse("linux/amd64").unwrap()]);
+        assert!(p.spec.old_base.is_some());
+        let bad = r#"{"image":"r/a:1","digest":"sha256:zz"}"#;
+        assert!(spec_of(&d, bad).is_err(), "a digest that is not one");
+        let failed = r#"{"image":"r/a:1","outcome":"failed","error":"x"}"#;
+        assert!(
+            spec_of(&d, failed).is_err(),
+            "find's failed lines fail here too"
+        );
     }
 
     #[test]

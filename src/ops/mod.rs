@@ -6,6 +6,7 @@
 pub mod contract;
 pub mod fetch_config;
 pub mod fetch_manifest;
+pub mod find;
 pub mod fleet;
 pub mod put_manifest;
 pub mod rebase;

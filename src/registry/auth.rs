@@ -93,7 +93,7 @@ impl Token {
     /// Whether the token was asked for every action of `scope`.
     pub fn covers(&self, scope: &str) -> bool {
         let Some((name, actions)) = split_scope(scope) else {
-            return false;
+            return self.requested.iter().any(|r| r == scope);
         };
         actions.iter().all(|a| {
             self.requested
@@ -124,12 +124,17 @@ pub fn split_scope(scope: &str) -> Option<(&str, Vec<&str>)> {
     Some((name, actions.split(',').collect()))
 }
 
-/// Merges scopes: one entry per repository, actions united, first-seen order kept.
+/// Merges scopes: one entry per repository, actions united, first-seen order kept;
+/// other scopes (`registry:catalog:*`) kept once as they are.
 pub fn merge_scopes<'a>(scopes: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
     let mut actions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for scope in scopes {
         let Some((name, acts)) = split_scope(scope) else {
+            let other = format!("\0{scope}");
+            if !scope.is_empty() && !order.contains(&other) {
+                order.push(other);
+            }
             continue;
         };
         if !actions.contains_key(name) {
@@ -145,6 +150,9 @@ pub fn merge_scopes<'a>(scopes: impl IntoIterator<Item = &'a String>) -> Vec<Str
     order
         .into_iter()
         .map(|name| {
+            if let Some(other) = name.strip_prefix('\0') {
+                return other.to_string();
+            }
             let mut acts = actions.remove(&name).unwrap_or_default();
             acts.sort_by_key(|a| match a.as_str() {
                 "pull" => 0,
@@ -346,6 +354,9 @@ pub fn scopes_for(method: &str, url: &str) -> Vec<String> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return vec![];
     };
+    if rest == "_catalog" {
+        return vec!["registry:catalog:*".to_string()];
+    }
     let cut = ["/manifests/", "/blobs/", "/tags/"]
         .iter()
         .filter_map(|m| rest.rfind(m))
@@ -414,6 +425,14 @@ mod tests {
             ["repository:app:pull,push"]
         );
         assert!(scopes_for("GET", "http://r/v2/").is_empty());
+        assert_eq!(
+            scopes_for("GET", "http://r/v2/_catalog?n=1000&last=a"),
+            ["registry:catalog:*"]
+        );
+        assert_eq!(
+            scopes_for("GET", "http://r/v2/team/app/tags/list?n=10"),
+            ["repository:team/app:pull"]
+        );
     }
 
     #[test]
@@ -458,6 +477,16 @@ mod tests {
         assert_eq!(
             merge_scopes(&s),
             ["repository:a:pull,push", "repository:b:pull"]
+        );
+        let with_catalog: Vec<String> = ["registry:catalog:*", "repository:a:pull"]
+            .iter()
+            .chain(&["registry:catalog:*"])
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            merge_scopes(&with_catalog),
+            ["registry:catalog:*", "repository:a:pull"],
+            "a registry scope is kept once"
         );
     }
 

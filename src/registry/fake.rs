@@ -508,6 +508,42 @@ fn error(status: u16, code: &str, message: &str) -> Response {
 }
 
 /// The value of `name` in a query string, percent-decoded.
+fn json_null() -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// One page of a sorted list as distribution pages them: `n` entries after `last`, and a
+/// `Link` to the next page when more follow.
+fn page(
+    path: &str,
+    query: &str,
+    key: &str,
+    mut names: Vec<String>,
+    name: serde_json::Value,
+) -> Response {
+    names.sort();
+    names.dedup();
+    let last = query_param(query, "last");
+    let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
+    let after: Vec<String> = names
+        .into_iter()
+        .filter(|x| last.as_ref().is_none_or(|l| x > l))
+        .collect();
+    let take = n.unwrap_or(after.len());
+    let shown = &after[..take.min(after.len())];
+    let mut body = serde_json::json!({ key: shown });
+    if !name.is_null() {
+        body["name"] = name;
+    }
+    let mut resp = Response::new(200).header("Content-Type", "application/json");
+    if after.len() > take
+        && let Some(l) = shown.last()
+    {
+        resp = resp.header("Link", format!("<{path}?last={l}&n={take}>; rel=\"next\""));
+    }
+    resp.body(body.to_string())
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
@@ -546,6 +582,9 @@ enum Route<'a> {
     Upload(&'a str, &'a str),
     Blob(&'a str, &'a str),
     Manifest(&'a str, &'a str),
+    /// `/v2/<repo>/tags/list`.
+    Tags(&'a str),
+    Catalog,
     Unknown,
 }
 
@@ -556,6 +595,12 @@ fn route(path: &str) -> Route<'_> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::Unknown;
     };
+    if rest == "_catalog" {
+        return Route::Catalog;
+    }
+    if let Some(repo) = rest.strip_suffix("/tags/list") {
+        return Route::Tags(repo);
+    }
     if let Some(i) = rest.find("/blobs/uploads/") {
         return Route::Upload(&rest[..i], &rest[i + "/blobs/uploads/".len()..]);
     }
@@ -651,6 +696,20 @@ impl Store {
                 }
             }
             ("PUT", Route::Manifest(repo, reference)) => self.put_manifest(repo, reference, req),
+            ("GET", Route::Catalog) => {
+                let names = self.tags.keys().map(|(r, _)| r.clone()).collect();
+                page(&req.path, &req.query, "repositories", names, json_null())
+            }
+            ("GET", Route::Tags(repo)) => {
+                let names: Vec<String> = (self.tags.keys())
+                    .filter(|(r, _)| r == repo)
+                    .map(|(_, t)| t.clone())
+                    .collect();
+                if names.is_empty() {
+                    return error(404, "NAME_UNKNOWN", "repository name not known to registry");
+                }
+                page(&req.path, &req.query, "tags", names, repo.into())
+            }
             (_, Route::Unknown | Route::Ping) => {
                 error(404, "NAME_UNKNOWN", "not a registry API path")
             }

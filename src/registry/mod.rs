@@ -4,6 +4,7 @@
 
 mod auth;
 mod cache;
+mod catalog;
 pub mod credentials;
 mod error;
 #[cfg(test)]
