@@ -62,10 +62,10 @@ else
 	rtts=${rtts:-0 20 50 100} runs=${runs:-3} fleet_count=${fleet_count:-200} fleet_jobs=${fleet_jobs:-1 8 32}
 fi
 for n in $rtts $fleet_rtt; do
-	[[ $n =~ ^[0-9]+$ ]] && ((n <= 1000)) || die "an RTT must be 0-1000 ms, not $n"
+	if ! [[ $n =~ ^[0-9]+$ ]] || ((n > 1000)); then die "an RTT must be 0-1000 ms, not $n"; fi
 done
 for n in $runs $fleet_count $fleet_jobs; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] && ((n <= 10000)) || die "not a count: $n"
+	if ! [[ $n =~ ^[1-9][0-9]*$ ]] || ((n > 10000)); then die "not a count: $n"; fi
 done
 [[ -n ${rtts// /} && -n ${fleet_jobs// /} ]] || die "--rtts and --fleet-jobs need at least one value"
 max_rtt=0
