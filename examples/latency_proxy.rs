@@ -10,10 +10,11 @@
 //!   no earlier than one RTT after the connection was accepted, so a request on a new
 //!   connection costs 2 RTTs, on a kept-alive one 1 RTT, and a TLS 1.3 handshake its real
 //!   round trip on top (TLS passes through untouched);
-//! - logs, one line per event, to a file: `open ID T PEER`, `req ID T METHOD PATH` (the
-//!   request line of a plain-HTTP request, best effort: a chunk that starts with one) and
+//! - logs, one line per event, to a file: `open ID T PEER`; `req ID T METHOD PATH` (a
+//!   chunk from the client that starts with an HTTP/1 request line) or `req ID T - N bytes`
+//!   (the first chunk the client sends after an answer: a TLS flight, such as a request);
 //!   `close ID T UP DOWN` (bytes client->upstream and upstream->client). T is seconds since
-//!   the Unix epoch, millisecond precision.
+//!   the Unix epoch, millisecond precision; T of `req` is when the client sent it.
 //!
 //! Usage:
 //!
@@ -221,14 +222,14 @@ fn connection(id: u64, client: TcpStream, config: &Config, log: &Log) {
     std::thread::scope(|s| {
         // Client -> upstream: not before the handshake's round trip has passed.
         let (tx, rx) = sync_channel(QUEUE);
-        let (client, upstream) = (&client, &upstream);
+        let (client, upstream, answered) = (&client, &upstream, &down);
         s.spawn(move || {
             read_side(
                 client,
                 tx,
                 opened + config.rtt,
                 config.half,
-                Some((id, log)),
+                Some(Turns { id, log, answered }),
             )
         });
         s.spawn(|| write_side(rx, &upstream_w, client, &up));
@@ -244,16 +245,26 @@ fn connection(id: u64, client: TcpStream, config: &Config, log: &Log) {
     ));
 }
 
+/// The client's turns of one connection: what `read_side` needs to log them.
+struct Turns<'a> {
+    id: u64,
+    log: &'a Log,
+    /// Bytes forwarded to the client so far: when it changed since the client's last
+    /// chunk, the client's next chunk starts a new turn (a request, a TLS flight).
+    answered: &'a AtomicU64,
+}
+
 /// Reads `from` until its end, queueing each chunk to leave at max(now, gate) + delay.
-/// With `requests`, logs chunks that start with an HTTP request line.
+/// With `turns`, logs each chunk that starts a turn of the client's or an HTTP request.
 fn read_side(
     mut from: &TcpStream,
     tx: SyncSender<Chunk>,
     gate: Instant,
     delay: Duration,
-    requests: Option<(u64, &Log)>,
+    turns: Option<Turns>,
 ) {
     let mut buf = vec![0u8; CHUNK];
+    let mut seen: Option<u64> = None;
     loop {
         let n = from.read(&mut buf).unwrap_or(0);
         let due = Instant::now().max(gate) + delay;
@@ -261,10 +272,17 @@ fn read_side(
             let _ = tx.send(Chunk::End(due));
             return;
         }
-        if let Some((id, log)) = requests
-            && let Some(line) = request_line(&buf[..n])
-        {
-            log.line(format_args!("req {id} {} {line}", now()));
+        if let Some(t) = &turns {
+            let answered = t.answered.load(Ordering::SeqCst);
+            let new_turn = seen != Some(answered);
+            seen = Some(answered);
+            match request_line(&buf[..n]) {
+                Some(line) => t.log.line(format_args!("req {} {} {line}", t.id, now())),
+                None if new_turn => t
+                    .log
+                    .line(format_args!("req {} {} - {n} bytes", t.id, now())),
+                None => {}
+            }
         }
         if tx.send(Chunk::Data(due, buf[..n].to_vec())).is_err() {
             return;
@@ -299,9 +317,10 @@ fn write_side(rx: Receiver<Chunk>, mut to: &TcpStream, other: &TcpStream, count:
         }
         match chunk {
             Chunk::Data(_, bytes) if !broken => {
-                if to.write_all(&bytes).is_ok() {
-                    count.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                } else {
+                // Counted before the write: the other side may answer before this thread
+                // runs again, and its reader must see that this turn was answered.
+                count.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                if to.write_all(&bytes).is_err() {
                     broken = true;
                     let _ = to.shutdown(Shutdown::Both);
                     let _ = other.shutdown(Shutdown::Both);

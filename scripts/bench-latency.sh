@@ -285,7 +285,8 @@ measure() {
 		timeline[$key]=$(
 			printf '%s\n' "$slice" | awk -v t0="$t0" -v rtt="$rtt" '
 				$1 == "open" { printf "    %5.1f  conn %-3s opened\n", ($3 - t0) * 1000 / rtt, $2 }
-				$1 == "req" { printf "    %5.1f  conn %-3s %s %s\n", ($3 - t0) * 1000 / rtt, $2, $4, $5 }'
+				$1 == "req" { line = $4; for (i = 5; i <= NF; i++) line = line " " $i
+					printf "    %5.1f  conn %-3s %s\n", ($3 - t0) * 1000 / rtt, $2, line }'
 			echo "    registry log, in order:"
 			registry_requests "$m0" "$m1" | sed 's/^/      /'
 		) || true
@@ -457,7 +458,8 @@ report=$work/report.txt
 	fi
 	printf '\n== where the round trips go, RTT %s ms, first run of each mode\n' "$max_rtt"
 	echo 'time since the command started, in RTTs, when the client opened a connection or sent a request'
-	echo '(request lines are visible only on plain HTTP; on HTTPS the registry log gives the order).'
+	echo '(on HTTPS the proxy sees TLS flights, "- N bytes": the handshake, then one a request; the'
+	echo 'registry log gives their order).'
 	for scheme in http https; do
 		for mode in $modes; do
 			key="$scheme $mode $max_rtt"
