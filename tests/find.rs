@@ -796,7 +796,7 @@ fn a_repository_that_answers_403_is_a_failed_line_and_the_walk_goes_on() {
         "{err}"
     );
     assert!(
-        err.contains("find: 1 images on the base in 3 repositories, 2 tags"),
+        err.contains("find: 1 image on the base in 3 repositories, 2 tags"),
         "{err}"
     );
     let found = lines(&out.stdout);

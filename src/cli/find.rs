@@ -75,10 +75,10 @@ pub fn run(g: &Global, args: &FindArgs, out: &mut impl Write, err: &mut impl Wri
     };
     writeln!(
         err,
-        "find: {} images {on} in {} repositories, {} tags",
-        thousands(counts.found),
-        thousands(counts.repositories),
-        thousands(counts.tags)
+        "find: {} {on} in {}, {}",
+        count(counts.found, "image", "images"),
+        count(counts.repositories, "repository", "repositories"),
+        count(counts.tags, "tag", "tags")
     )?;
     if counts.failed > 0 {
         bail!(
@@ -98,6 +98,11 @@ fn progress_line(c: &Counts, elapsed: Duration) -> String {
 }
 
 /// `1264` as `1,264`.
+/// `n` things, in the singular for one: "1 tag", "2,731 tags".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
 fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut s = String::new();
