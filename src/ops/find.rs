@@ -10,7 +10,7 @@ use crate::oci::digest::Digest;
 use crate::oci::media;
 use crate::oci::platform::{Platform, is_attestation};
 use crate::oci::reference::Reference;
-use crate::registry::{Client, MAX_JSON_BYTES};
+use crate::registry::{Client, Fetched, MAX_JSON_BYTES};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -253,22 +253,45 @@ struct Walker<'a> {
     verdicts: Mutex<HashMap<String, Cell>>,
     /// With `by_digest`: `(repository, digest)` already listed.
     listed: Mutex<HashSet<(String, String)>>,
+    /// Tags looked at, and of those the ones whose manifest this run had seen already:
+    /// which way of asking costs fewer requests (see `ask_by_get`).
+    looked: AtomicUsize,
+    repeated: AtomicUsize,
 }
+
+/// After this many tags, the share of repeated manifests decides how tags are asked.
+const SAMPLE: usize = 32;
 
 impl Walker<'_> {
     fn verdict(&self, r: &Reference, digest: &Digest, nested: bool) -> Result<Verdict> {
+        self.verdict_of(r, digest, nested, None)
+    }
+
+    /// `verdict`, with the manifest when it was fetched already (by tag).
+    fn verdict_of(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        nested: bool,
+        fetched: Option<Fetched>,
+    ) -> Result<Verdict> {
         let key = format!("{}@{digest}", r.registry);
-        let cell = self
-            .verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+            if !nested {
+                self.looked.fetch_add(1, Ordering::Relaxed);
+                if verdicts.contains_key(&key) {
+                    self.repeated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            verdicts.entry(key.clone()).or_default().clone()
+        };
         let mut computed_here = false;
+        let mut fetched = fetched;
         let got = cell.get_or_init(|| {
             computed_here = true;
-            self.judge(r, digest, nested).map_err(|e| format!("{e:#}"))
+            self.judge(r, digest, nested, fetched.take())
+                .map_err(|e| format!("{e:#}"))
         });
         match got {
             Ok(v) => Ok(v.clone()),
@@ -281,14 +304,21 @@ impl Walker<'_> {
                     Err(anyhow!("{e}"))
                 } else {
                     // Failed in another repository: try in this one.
-                    self.judge(r, digest, nested)
+                    self.judge(r, digest, nested, fetched)
                 }
             }
         }
     }
 
-    /// Fetches the manifest `digest` from `r`'s repository and judges it.
-    fn judge(&self, r: &Reference, digest: &Digest, nested: bool) -> Result<Verdict> {
+    /// Fetches the manifest `digest` from `r`'s repository (unless it is `fetched`
+    /// already) and judges it.
+    fn judge(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        nested: bool,
+        fetched: Option<Fetched>,
+    ) -> Result<Verdict> {
         // The base itself (or one of its platforms), under any tag: not a dependent.
         if self.bases.own.contains(digest.as_str()) {
             return Ok(Verdict::Image(On::Nothing));
@@ -298,10 +328,13 @@ impl Walker<'_> {
             digest: Some(digest.clone()),
             ..r.clone()
         };
-        let fetched = self
-            .client
-            .fetch_manifest(&pinned)
-            .with_context(|| format!("fetching manifest {pinned}"))?;
+        let fetched = match fetched {
+            Some(f) => f,
+            None => self
+                .client
+                .fetch_manifest(&pinned)
+                .with_context(|| format!("fetching manifest {pinned}"))?,
+        };
         let manifest: Value =
             serde_json::from_slice(&fetched.bytes).context("the manifest is not valid JSON")?;
         if is_index(&fetched.media_type) {
@@ -395,14 +428,23 @@ impl Walker<'_> {
             tag: Some(tag.to_string()),
             digest: None,
         };
-        let digest = self
-            .client
-            .head_manifest(&r)
-            .with_context(|| format!("checking manifest {r}"))?
-            .with_context(|| {
-                format!("{r} is listed but has no manifest (deleted during the walk?)")
-            })?;
-        let verdict = self.verdict(&r, &digest, false)?;
+        let (digest, fetched) = if self.ask_by_get() {
+            let f = self
+                .client
+                .fetch_manifest(&r)
+                .with_context(|| format!("fetching manifest {r}"))?;
+            (f.digest.clone(), Some(f))
+        } else {
+            let digest = self
+                .client
+                .head_manifest(&r)
+                .with_context(|| format!("checking manifest {r}"))?
+                .with_context(|| {
+                    format!("{r} is listed but has no manifest (deleted during the walk?)")
+                })?;
+            (digest, None)
+        };
+        let verdict = self.verdict_of(&r, &digest, false, fetched)?;
         let Some(mut d) = self.dependent(&verdict) else {
             return Ok(None);
         };
@@ -421,6 +463,18 @@ impl Walker<'_> {
         }
         d.digest = digest.to_string();
         Ok(Some(d))
+    }
+
+    /// Whether to ask for a tag's manifest with a GET by tag instead of a HEAD (then a GET
+    /// by digest for a manifest not seen yet). A HEAD is the polite question (it fetches
+    /// nothing and is not counted as a pull), and the right one where tags share
+    /// manifests; where most tags have a manifest of their own, it only adds a request
+    /// per tag. So after `SAMPLE` tags, a GET by tag while fewer than half of the tags so
+    /// far repeated a manifest seen before (one request a tag, each manifest still
+    /// judged once).
+    fn ask_by_get(&self) -> bool {
+        let looked = self.looked.load(Ordering::Relaxed);
+        looked >= SAMPLE && 2 * self.repeated.load(Ordering::Relaxed) < looked
     }
 
     /// The line for a verdict (image and digest left to the caller), if a dependent.
@@ -629,6 +683,8 @@ pub fn find(
         bases,
         verdicts: Mutex::default(),
         listed: Mutex::default(),
+        looked: AtomicUsize::new(0),
+        repeated: AtomicUsize::new(0),
     };
     parallel(
         &tags,
@@ -688,7 +744,55 @@ mod tests {
             bases,
             verdicts: Mutex::default(),
             listed: Mutex::default(),
+            looked: AtomicUsize::new(0),
+            repeated: AtomicUsize::new(0),
         }
+    }
+
+    /// Walks `app:t0` .. `app:t39` of a fake registry whose tags hold `manifests`
+    /// distinct manifests; the requests sent: (HEADs, GETs by tag, GETs by digest).
+    fn ask(manifests: usize) -> (usize, usize, usize) {
+        use crate::registry::fake::Fake;
+        let fake = Fake::start();
+        for t in 0..40 {
+            let layer = Digest::of(format!("layer {}", t % manifests).as_bytes());
+            let manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+                "config": {"mediaType": media::OCI_CONFIG, "digest": Digest::of(b"c"), "size": 1},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 1}],
+            });
+            let bytes = serde_json::to_vec(&manifest).unwrap();
+            fake.put_manifest("app", Some(&format!("t{t}")), media::OCI_MANIFEST, &bytes);
+        }
+        let client = fake.client();
+        let (opts, bases) = (opts(), bases(&[&["sha256:not-these-layers"]]));
+        let w = walker(&client, &opts, &bases);
+        for t in 0..40 {
+            assert!(
+                w.tag(fake.addr(), "app", &format!("t{t}"))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let log = fake.requests();
+        let count = |method: &str, by_tag: bool| {
+            log.iter()
+                .filter(|r| r.method == method && r.path.contains("/manifests/"))
+                .filter(|r| r.path.contains("/manifests/t") == by_tag)
+                .count()
+        };
+        (count("HEAD", true), count("GET", true), count("GET", false))
+    }
+
+    #[test]
+    fn tags_that_share_manifests_are_asked_by_head_and_each_manifest_fetched_once() {
+        assert_eq!(ask(2), (40, 0, 2));
+    }
+
+    #[test]
+    fn tags_with_manifests_of_their_own_are_asked_by_get_after_a_sample() {
+        // HEAD and GET by digest for the first SAMPLE tags, then one GET by tag each.
+        assert_eq!(ask(40), (SAMPLE, 40 - SAMPLE, SAMPLE));
     }
 
     fn opts() -> FindOptions {
