@@ -142,7 +142,8 @@ fn rebase_one(
         same_labels: args.require_same_label.clone(),
     };
     let explicit = explicit_credential(g, true)?;
-    let client = client(g, explicit, spec.named_hosts(), false)?;
+    // Bases by tag once for the run: the rebase fetches them ahead, while the image is.
+    let client = client(g, explicit, spec.named_hosts(), true)?;
     let mut notes = Vec::new();
     let result = rebase(&client, &spec, &mut notes);
     if args.json {
@@ -259,7 +260,8 @@ fn explicit_credential(g: &Global, stdin_is_free: bool) -> Result<Option<Found>>
 
 /// A registry client for the global options. The explicit credential goes to
 /// `named_hosts` only (the registries the user named); `cache_tags`: bases fetched by tag
-/// are fetched once for the whole run (fleet mode).
+/// are fetched once for the whole run (fleet mode, and the porcelain, which fetches them
+/// ahead).
 fn client(
     g: &Global,
     explicit: Option<Found>,

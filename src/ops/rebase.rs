@@ -9,7 +9,7 @@ use crate::ops::{
     PushOptions, SplitOptions, contract, fetch_config, fetch_manifest, put_manifest, splice,
     split_history,
 };
-use crate::registry::Client;
+use crate::registry::{Client, MAX_JSON_BYTES};
 use anyhow::{Result, bail};
 
 /// One image to rebase, with its options parsed.
@@ -55,7 +55,7 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     };
     let mut annotation_failed = None;
     let mut doc = Document::default();
-    fetch_manifest::step(client, &mut doc, Role::Image, Some(&spec.image), &opts)?;
+    fetch_image(client, spec, &mut doc, &opts)?;
     notes.extend(doc.skipped_notes());
     let tag = target_tag(spec, &doc)?;
     match &spec.old_base {
@@ -102,6 +102,51 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     };
     notes.extend(put_manifest::step(client, &mut doc, &push)?);
     Ok(doc)
+}
+
+/// Fetches the image and its config while, on other connections, the bases' manifests
+/// and configs are fetched into the client's per-run memo, where the steps that need
+/// them find them: the bases the command line names at once, the old base the image's
+/// annotations name as soon as the image is there. Requests that do not depend on one
+/// another go out together instead of one after another. A base that fails here is
+/// fetched again, and its error reported, by the step that needs it.
+fn fetch_image(
+    client: &Client,
+    spec: &Spec,
+    doc: &mut Document,
+    opts: &fetch_manifest::Options,
+) -> Result<()> {
+    let prefetch = |r: Reference| {
+        move || {
+            let _ = prefetch_base(client, &r);
+        }
+    };
+    std::thread::scope(|scope| {
+        for r in [&spec.old_base, &spec.new_base].into_iter().flatten() {
+            scope.spawn(prefetch(r.clone()));
+        }
+        fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts)?;
+        if spec.old_base.is_none() && spec.split.layers.is_none() {
+            let annotated = fetch_manifest::detection_view(doc)
+                .ok()
+                .and_then(|view| crate::image::detect::old_base(&view).ok().flatten());
+            if let Some(r) = annotated {
+                scope.spawn(prefetch(r));
+            }
+        }
+        fetch_config::step(client, doc)
+    })
+}
+
+/// A base's manifest and, for a single image, its config, into the client's memo.
+fn prefetch_base(client: &Client, r: &Reference) -> Result<()> {
+    let fetched = client.fetch_base_manifest(r)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes)?;
+    if let Ok((config, _)) = crate::image::config_descriptor(&manifest) {
+        let digest = config.parse()?;
+        client.fetch_base_blob(&r.registry, &r.repository, &digest, MAX_JSON_BYTES)?;
+    }
+    Ok(())
 }
 
 /// What was written last: the index, or the single image (or platform with --single).
@@ -171,6 +216,83 @@ pub fn check_template(template: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::media::{OCI_CONFIG, OCI_MANIFEST};
+    use crate::registry::fake::Fake;
+    use serde_json::{Value, json};
+
+    /// Stores an image of these layers (one history entry each) under `repository:tag`,
+    /// with `annotations` on its manifest; its digest.
+    fn image(fake: &Fake, name: &str, layers: &[&str], annotations: Value) -> Digest {
+        let (repository, tag) = name.split_once(':').unwrap();
+        let config = json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| Digest::of(format!("diff {l}").as_bytes())).collect::<Vec<_>>()},
+            "history": layers.iter().map(|l| json!({"created_by": format!("ADD {l}")})).collect::<Vec<_>>(),
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": fake.put_blob(repository, &config), "size": config.len()},
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": fake.put_blob(repository, format!("layer {l}").as_bytes()), "size": 1,
+            })).collect::<Vec<_>>(),
+            "annotations": annotations,
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        fake.put_manifest(repository, Some(tag), OCI_MANIFEST, &bytes)
+    }
+
+    fn spec(fake: &Fake, old_base: Option<&str>) -> Spec {
+        Spec {
+            image: fake.r("app:1"),
+            old_base: old_base.map(|r| fake.r(r)),
+            new_base: Some(fake.r("base:v2")),
+            platforms: vec![],
+            split: SplitOptions {
+                label: "FROM".into(),
+                layers: None,
+            },
+            push: PushOptions {
+                tag: Some("rebased".into()),
+                ..PushOptions::default()
+            },
+            same_labels: vec![],
+        }
+    }
+
+    /// Rebases app:1 (on base:v1) onto base:v2 with every request 50 ms away; the most
+    /// requests that were in flight at once.
+    fn in_flight(old_base: Option<&str>) -> usize {
+        let fake = Fake::start();
+        let v1 = image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        let annotations = json!({
+            "org.opencontainers.image.base.name": format!("{}/base:v1", fake.addr()),
+            "org.opencontainers.image.base.digest": v1,
+        });
+        image(&fake, "app:1", &["b1", "app"], annotations);
+        fake.delay(std::time::Duration::from_millis(50));
+        let client = fake.client();
+        let doc = rebase(&client, &spec(&fake, old_base), &mut vec![]).unwrap();
+        let written = fake
+            .manifest("app", "rebased")
+            .expect("the result is written");
+        assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
+        fake.most_in_flight()
+    }
+
+    #[test]
+    fn the_bases_are_fetched_while_the_image_is() {
+        // The image's, the old base's and the new base's manifests at once.
+        assert!(in_flight(Some("base:v1")) >= 3);
+    }
+
+    #[test]
+    fn the_annotated_old_base_is_fetched_while_the_image_s_config_is() {
+        // The image's config, the new base's config and the annotated old base's manifest.
+        assert!(in_flight(None) >= 3);
+    }
 
     #[test]
     fn tag_templates() {

@@ -102,6 +102,11 @@ struct Store {
 
 struct Shared {
     store: Mutex<Store>,
+    /// How long each request waits before it is handled (a distant registry).
+    delay: Mutex<Duration>,
+    /// Requests being handled now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
     /// Connections that began with a TLS handshake record.
     tls_attempts: AtomicUsize,
     stop: AtomicBool,
@@ -135,6 +140,9 @@ impl Fake {
         let addr = listener.local_addr().expect("an address").to_string();
         let shared = Arc::new(Shared {
             store: Mutex::default(),
+            delay: Mutex::new(Duration::ZERO),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
             tls_attempts: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -296,6 +304,16 @@ impl Fake {
 
     /// Refuses (or allows again) cross-repository mounts: every mount is answered 202
     /// with a new upload session, as by a registry that does not mount.
+    /// Makes every request wait this long before it is handled, as over a long link.
+    pub(crate) fn delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// The most requests that were being handled at once.
+    pub(crate) fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn refuse_mounts(&self, refuse: bool) {
         self.shared.store().refuse_mounts = refuse;
     }
@@ -355,7 +373,12 @@ fn serve(shared: &Shared, stream: TcpStream) {
         let Some(req) = read_request(&mut reader) else {
             return;
         };
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::sleep(delay);
         let response = shared.store().handle(&req);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if stream
             .write_all(&response.to_bytes(req.method == "HEAD"))
             .is_err()
