@@ -42,6 +42,7 @@ pub fn run(g: &Global, args: &FindArgs, out: &mut impl Write, err: &mut impl Wri
         })
         .chain(bases.iter().map(|b| b.registry.clone()));
     let client = client(g, explicit, hosts, false)?;
+    let given = !bases.is_empty();
     let loaded = find::load_bases(&client, &bases)?;
     let opts = FindOptions {
         bases,
@@ -68,10 +69,15 @@ pub fn run(g: &Global, args: &FindArgs, out: &mut impl Write, err: &mut impl Wri
     if progress {
         writeln!(err, "\r{}", progress_line(&counts, start.elapsed()))?;
     }
-    let on = if opts.bases.is_empty() {
-        "naming a base"
-    } else {
+    summary(err, &counts, given)
+}
+
+/// The summary line; an error (exit status 2) when anything could not be read.
+fn summary(err: &mut impl Write, counts: &Counts, bases_given: bool) -> Result<()> {
+    let on = if bases_given {
         "on the base"
+    } else {
+        "naming a base"
     };
     writeln!(
         err,

@@ -10,13 +10,14 @@ use crate::oci::digest::Digest;
 use crate::oci::media;
 use crate::oci::platform::{Platform, is_attestation};
 use crate::oci::reference::Reference;
+use crate::ops::fleet::{Status, run_all};
 use crate::registry::{Client, Fetched, MAX_JSON_BYTES};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What `find` is told besides where to look.
 pub struct FindOptions {
@@ -66,15 +67,26 @@ pub struct Dependent {
     /// Found by a label: the base it names (informational).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
-    /// `layers`, `annotation` or `label`.
-    pub found_by: &'static str,
+    pub found_by: Evidence,
+}
+
+/// How an image was found to be on its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evidence {
+    /// Its layers start with the base's.
+    Layers,
+    /// Its OCI base annotations name the base.
+    Annotation,
+    /// Its label names the base.
+    Label,
 }
 
 /// A repository or tag that could not be read.
 #[derive(Debug, Serialize)]
 pub struct Failure {
     pub image: String,
-    pub outcome: &'static str,
+    pub outcome: Status,
     pub error: String,
 }
 
@@ -343,30 +355,40 @@ impl Walker<'_> {
                     "the index entry {digest} is itself an index; nested indexes are not supported"
                 );
             }
-            let annotated = if self.bases.variants.is_empty() {
-                self.annotated(&pinned, &manifest)?
-            } else {
-                None
-            };
-            let mut platforms = vec![];
-            for (p, d) in children(&manifest)? {
-                match self.verdict(r, &d, true)? {
-                    Verdict::Image(on) => platforms.push((p, on)),
-                    Verdict::Index { .. } => bail!(
-                        "the index entry {d} is itself an index; nested indexes are not supported"
-                    ),
-                }
-            }
-            return Ok(Verdict::Index {
-                platforms,
-                annotated,
-            });
+            return self.judge_index(r, &pinned, &manifest);
         }
         if self.bases.variants.is_empty() {
             return self.named(&pinned, &manifest).map(Verdict::Image);
         }
-        let layers = image::layer_digests(&manifest)?;
-        // The base with the most layers that the image starts with.
+        self.judge_layers(&pinned, &manifest).map(Verdict::Image)
+    }
+
+    /// An index: each platform's verdict (and the old base its annotations name).
+    fn judge_index(&self, r: &Reference, pinned: &Reference, manifest: &Value) -> Result<Verdict> {
+        let annotated = if self.bases.variants.is_empty() {
+            self.annotated(pinned, manifest)?
+        } else {
+            None
+        };
+        let mut platforms = vec![];
+        for (p, d) in children(manifest)? {
+            match self.verdict(r, &d, true)? {
+                Verdict::Image(on) => platforms.push((p, on)),
+                Verdict::Index { .. } => bail!(
+                    "the index entry {d} is itself an index; nested indexes are not supported"
+                ),
+            }
+        }
+        Ok(Verdict::Index {
+            platforms,
+            annotated,
+        })
+    }
+
+    /// An image: on the base with the most layers that the image starts with, if any.
+    /// With exactly a base's layers, it is on that base only with history of its own.
+    fn judge_layers(&self, pinned: &Reference, manifest: &Value) -> Result<On> {
+        let layers = image::layer_digests(manifest)?;
         let mut best: Option<(usize, usize)> = None;
         let mut config: Option<Value> = None;
         for (i, v) in self.bases.variants.iter().enumerate() {
@@ -375,9 +397,8 @@ impl Walker<'_> {
                 continue;
             };
             if own == 0 {
-                // The base's very layers: a dependent only with history of its own.
                 if config.is_none() {
-                    config = Some(fetch_config(self.client, &pinned, &manifest)?);
+                    config = Some(fetch_config(self.client, pinned, manifest)?);
                 }
                 if !split::own_history(config.as_ref().expect("fetched"), &v.config) {
                     continue;
@@ -387,9 +408,7 @@ impl Walker<'_> {
                 best = Some((i, base.len()));
             }
         }
-        Ok(Verdict::Image(
-            best.map_or(On::Nothing, |(i, _)| On::Variant(i)),
-        ))
+        Ok(best.map_or(On::Nothing, |(i, _)| On::Variant(i)))
     }
 
     /// The old base that a manifest's annotations name, pinned.
@@ -479,104 +498,83 @@ impl Walker<'_> {
 
     /// The line for a verdict (image and digest left to the caller), if a dependent.
     fn dependent(&self, verdict: &Verdict) -> Option<Dependent> {
-        let line = |on: &On| -> Option<Dependent> {
-            let mut d = Dependent {
-                image: String::new(),
-                digest: String::new(),
-                old_base: None,
-                platform: None,
-                label: None,
-                base: None,
-                found_by: "layers",
-            };
-            match on {
-                On::Nothing => return None,
-                On::Variant(i) => {
-                    d.old_base = Some(self.bases.pinned[self.bases.variants[*i].base].clone())
-                }
-                On::Annotation(b) => {
-                    d.old_base = Some(b.clone());
-                    d.found_by = "annotation";
-                }
-                On::Label(b) => {
-                    d.label = Some(self.opts.label.clone());
-                    d.base = Some(b.clone());
-                    d.found_by = "label";
-                }
-            }
-            Some(d)
-        };
-        match verdict {
-            Verdict::Image(on) => line(on),
+        let (on, platforms) = match verdict {
+            Verdict::Image(on) => return self.line(on),
             Verdict::Index {
                 annotated: Some(b),
                 platforms,
-            } => {
-                let mut d = line(&On::Annotation(b.clone()))?;
-                d.platform = Some(platforms.iter().map(|(p, _)| p.to_string()).collect());
-                Some(d)
-            }
+            } => (On::Annotation(b.clone()), platforms.iter().collect()),
             Verdict::Index { platforms, .. } => {
                 // The platforms on the base (or naming it) the most of them are on.
-                let key = |on: &On| match on {
-                    On::Variant(i) => On::Variant(self.bases.variants[*i].base),
-                    other => other.clone(),
-                };
-                let mut tally: Vec<(On, usize)> = vec![];
-                for (_, on) in platforms.iter().filter(|(_, on)| *on != On::Nothing) {
-                    let k = key(on);
-                    match tally.iter_mut().find(|(o, _)| *o == k) {
-                        Some((_, n)) => *n += 1,
-                        None => tally.push((k, 1)),
-                    }
-                }
-                let (chosen, _) = tally.iter().rev().max_by_key(|(_, n)| *n)?;
-                let first = platforms.iter().find(|(_, on)| key(on) == *chosen)?;
-                let mut d = line(&first.1)?;
-                d.platform = Some(
-                    platforms
-                        .iter()
-                        .filter(|(_, on)| key(on) == *chosen)
-                        .map(|(p, _)| p.to_string())
-                        .collect(),
-                );
-                Some(d)
+                let chosen = self.most_common(platforms)?;
+                let on: Vec<&(Platform, On)> = platforms
+                    .iter()
+                    .filter(|(_, on)| self.base_of(on) == chosen)
+                    .collect();
+                (on.first()?.1.clone(), on)
+            }
+        };
+        let mut d = self.line(&on)?;
+        d.platform = Some(platforms.iter().map(|(p, _)| p.to_string()).collect());
+        Some(d)
+    }
+
+    /// The line for what an image is on, if anything.
+    fn line(&self, on: &On) -> Option<Dependent> {
+        let mut d = Dependent {
+            image: String::new(),
+            digest: String::new(),
+            old_base: None,
+            platform: None,
+            label: None,
+            base: None,
+            found_by: Evidence::Layers,
+        };
+        match on {
+            On::Nothing => return None,
+            On::Variant(i) => {
+                d.old_base = Some(self.bases.pinned[self.bases.variants[*i].base].clone())
+            }
+            On::Annotation(b) => {
+                d.old_base = Some(b.clone());
+                d.found_by = Evidence::Annotation;
+            }
+            On::Label(b) => {
+                d.label = Some(self.opts.label.clone());
+                d.base = Some(b.clone());
+                d.found_by = Evidence::Label;
             }
         }
+        Some(d)
     }
-}
 
-/// Runs `work` on every item, `jobs` at once, handing each result to `each` on this
-/// thread as it comes. Stops early only when `each` fails.
-fn parallel<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    work: impl Fn(&T) -> R + Sync,
-    mut each: impl FnMut(R) -> Result<()>,
-) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<R>();
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            let tx = tx.clone();
-            let (next, work) = (&next, &work);
-            scope.spawn(move || {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if tx.send(work(item)).is_err() {
-                        break;
-                    }
-                }
-            });
+    /// What a platform is on, with a base's versions taken as one base.
+    fn base_of(&self, on: &On) -> On {
+        match on {
+            On::Variant(i) => On::Variant(self.bases.variants[*i].base),
+            other => other.clone(),
         }
-        drop(tx);
-        rx.into_iter().try_for_each(&mut each)
-    })
+    }
+
+    /// The base (see `base_of`) the most platforms are on; the first of equals.
+    fn most_common(&self, platforms: &[(Platform, On)]) -> Option<On> {
+        let mut tally: Vec<(On, usize)> = vec![];
+        for (_, on) in platforms.iter().filter(|(_, on)| *on != On::Nothing) {
+            let k = self.base_of(on);
+            match tally.iter_mut().find(|(o, _)| *o == k) {
+                Some((_, n)) => *n += 1,
+                None => tally.push((k, 1)),
+            }
+        }
+        let (chosen, _) = tally.into_iter().rev().max_by_key(|(_, n)| *n)?;
+        Some(chosen)
+    }
 }
 
 fn failed(image: String, e: &anyhow::Error) -> Record {
     Record::Failed(Failure {
         image,
-        outcome: "failed",
+        outcome: Status::Failed,
         error: format!("{e:#}"),
     })
 }
@@ -591,44 +589,11 @@ pub fn find(
     mut each: impl FnMut(Event) -> Result<()>,
 ) -> Result<Counts> {
     let mut counts = Counts::default();
-    // The repositories: catalogs are read one after another (each is one paginated list),
-    // each registry's once however many prefixes name it.
-    let mut repos: Vec<(String, String)> = vec![];
-    let mut catalogs: HashMap<&str, std::result::Result<Vec<String>, String>> = HashMap::new();
-    for place in places {
-        match place {
-            Place::Repository {
-                registry,
-                repository,
-            } => repos.push((registry.clone(), repository.clone())),
-            Place::Registry(registry) | Place::Prefix { registry, .. } => {
-                let catalog = catalogs
-                    .entry(registry)
-                    .or_insert_with(|| client.catalog(registry).map_err(|e| format!("{e:#}")));
-                match catalog {
-                    Ok(names) => repos.extend(
-                        names
-                            .iter()
-                            .filter(|n| match place {
-                                Place::Prefix { prefix, .. } => {
-                                    *n == prefix || n.starts_with(&format!("{prefix}/"))
-                                }
-                                _ => true,
-                            })
-                            .map(|n| (registry.clone(), n.clone())),
-                    ),
-                    Err(e) => {
-                        counts.failed += 1;
-                        let name = match place {
-                            Place::Prefix { prefix, .. } => format!("{registry}/{prefix}"),
-                            _ => registry.clone(),
-                        };
-                        each(Event::Record(failed(name, &anyhow!("{e}"))))?;
-                    }
-                }
-            }
-        }
-    }
+    let mut report = |counts: &mut Counts, name: String, e: &anyhow::Error| {
+        counts.failed += 1;
+        each(Event::Record(failed(name, e)))
+    };
+    let mut repos = repositories(client, places, |name, e| report(&mut counts, name, e))?;
     repos.sort();
     repos.dedup();
     if let Some((i, n)) = opts.shard {
@@ -641,42 +606,7 @@ pub fn find(
     }
     counts.repositories = repos.len();
     each(Event::Progress(counts))?;
-
-    // Their tags.
-    let mut tags: Vec<(usize, String)> = vec![];
-    parallel(
-        &repos,
-        opts.jobs,
-        |(registry, repository)| {
-            (
-                registry.clone(),
-                repository.clone(),
-                client.tags(registry, repository),
-            )
-        },
-        |(registry, repository, listed)| {
-            counts.repositories_done += 1;
-            match listed {
-                Ok(list) => {
-                    let i = repos
-                        .binary_search(&(registry, repository))
-                        .expect("a listed repository");
-                    counts.tags += list.len();
-                    tags.extend(list.into_iter().map(|t| (i, t)));
-                }
-                Err(e) => {
-                    counts.failed += 1;
-                    each(Event::Record(failed(
-                        format!("{registry}/{repository}"),
-                        &e,
-                    )))?;
-                }
-            }
-            each(Event::Progress(counts))
-        },
-    )?;
-
-    // One HEAD per tag; a manifest GET per digest not seen yet.
+    let tags = list_tags(client, &repos, opts.jobs, &mut counts, &mut each)?;
     let walker = Walker {
         client,
         opts,
@@ -686,9 +616,97 @@ pub fn find(
         looked: AtomicUsize::new(0),
         repeated: AtomicUsize::new(0),
     };
-    parallel(
-        &tags,
-        opts.jobs,
+    walk_tags(&walker, &repos, &tags, &mut counts, &mut each)?;
+    Ok(counts)
+}
+
+/// The repositories `places` name: catalogs are read one after another (each is one
+/// paginated list), each registry's once however many prefixes name it. A catalog that
+/// cannot be read goes to `failed`.
+fn repositories(
+    client: &Client,
+    places: &[Place],
+    mut failed: impl FnMut(String, &anyhow::Error) -> Result<()>,
+) -> Result<Vec<(String, String)>> {
+    let mut repos: Vec<(String, String)> = vec![];
+    let mut catalogs: HashMap<&str, std::result::Result<Vec<String>, String>> = HashMap::new();
+    for place in places {
+        let (registry, prefix) = match place {
+            Place::Repository {
+                registry,
+                repository,
+            } => {
+                repos.push((registry.clone(), repository.clone()));
+                continue;
+            }
+            Place::Registry(registry) => (registry, None),
+            Place::Prefix { registry, prefix } => (registry, Some(prefix)),
+        };
+        let catalog = catalogs
+            .entry(registry)
+            .or_insert_with(|| client.catalog(registry).map_err(|e| format!("{e:#}")));
+        match (catalog, prefix) {
+            (Ok(names), prefix) => repos.extend(
+                names
+                    .iter()
+                    .filter(|n| prefix.is_none_or(|p| *n == p || n.starts_with(&format!("{p}/"))))
+                    .map(|n| (registry.clone(), n.clone())),
+            ),
+            (Err(e), None) => failed(registry.clone(), &anyhow!("{e}"))?,
+            (Err(e), Some(p)) => failed(format!("{registry}/{p}"), &anyhow!("{e}"))?,
+        }
+    }
+    Ok(repos)
+}
+
+/// The tags of every repository (by its index in `repos`), `jobs` lists at once.
+fn list_tags(
+    client: &Client,
+    repos: &[(String, String)],
+    jobs: usize,
+    counts: &mut Counts,
+    each: &mut impl FnMut(Event) -> Result<()>,
+) -> Result<Vec<(usize, String)>> {
+    let mut tags: Vec<(usize, String)> = vec![];
+    let indexed: Vec<usize> = (0..repos.len()).collect();
+    run_all(
+        &indexed,
+        jobs,
+        |&i| (i, client.tags(&repos[i].0, &repos[i].1)),
+        |(i, listed)| {
+            counts.repositories_done += 1;
+            match listed {
+                Ok(list) => {
+                    counts.tags += list.len();
+                    tags.extend(list.into_iter().map(|t| (i, t)));
+                }
+                Err(e) => {
+                    counts.failed += 1;
+                    let (registry, repository) = &repos[i];
+                    each(Event::Record(failed(
+                        format!("{registry}/{repository}"),
+                        &e,
+                    )))?;
+                }
+            }
+            each(Event::Progress(*counts))
+        },
+    )?;
+    Ok(tags)
+}
+
+/// Each tag's verdict, `jobs` at once (see `Walker::tag`); each dependent and failure to
+/// `each` as it comes.
+fn walk_tags(
+    walker: &Walker,
+    repos: &[(String, String)],
+    tags: &[(usize, String)],
+    counts: &mut Counts,
+    each: &mut impl FnMut(Event) -> Result<()>,
+) -> Result<()> {
+    run_all(
+        tags,
+        walker.opts.jobs,
         |(i, tag)| {
             let (registry, repository) = &repos[*i];
             let name = format!("{registry}/{repository}:{tag}");
@@ -711,10 +729,9 @@ pub fn find(
                     each(Event::Record(failed(name, &e)))?;
                 }
             }
-            each(Event::Progress(counts))
+            each(Event::Progress(*counts))
         },
-    )?;
-    Ok(counts)
+    )
 }
 
 #[cfg(test)]
@@ -830,7 +847,7 @@ mod tests {
             d.platform.unwrap(),
             ["linux/arm64".to_string(), "linux/arm/v7".to_string()]
         );
-        assert_eq!(d.found_by, "layers");
+        assert_eq!(d.found_by, Evidence::Layers);
         let none = Verdict::Index {
             platforms: vec![(p("linux/amd64"), On::Nothing)],
             annotated: None,
@@ -857,7 +874,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (d.old_base.as_deref(), d.found_by),
-            (Some("r/base@sha256:b"), "annotation")
+            (Some("r/base@sha256:b"), Evidence::Annotation)
         );
     }
 }

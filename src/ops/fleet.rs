@@ -339,16 +339,17 @@ pub fn run(
     run_all(lines, jobs, |l| rebase_line(client, l, dry_run), each)
 }
 
-/// Runs `work` on every item, `jobs` at once; `each` gets each outcome as it comes.
-/// The fleet machinery that rebase, promote and rollback share.
-pub fn run_all<T: Sync>(
+/// Runs `work` on every item, `jobs` at once; `each` gets each result as it comes, on
+/// this thread. Stops early only when `each` fails. The fleet machinery that rebase,
+/// promote, rollback and find share.
+pub fn run_all<T: Sync, R: Send>(
     items: &[T],
     jobs: usize,
-    work: impl Fn(&T) -> Outcome + Sync,
-    mut each: impl FnMut(Outcome) -> Result<()>,
+    work: impl Fn(&T) -> R + Sync,
+    mut each: impl FnMut(R) -> Result<()>,
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<Outcome>();
+    let (tx, rx) = mpsc::channel::<R>();
     let work = &work;
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..jobs.clamp(1, items.len().max(1)) {
