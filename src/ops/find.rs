@@ -274,7 +274,19 @@ struct Walker<'a> {
 /// After this many tags, the share of repeated manifests decides how tags are asked.
 const SAMPLE: usize = 32;
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(client: &'a Client, opts: &'a FindOptions, bases: &'a Bases) -> Walker<'a> {
+        Walker {
+            client,
+            opts,
+            bases,
+            verdicts: Mutex::default(),
+            listed: Mutex::default(),
+            looked: AtomicUsize::new(0),
+            repeated: AtomicUsize::new(0),
+        }
+    }
+
     fn verdict(&self, r: &Reference, digest: &Digest, nested: bool) -> Result<Verdict> {
         self.verdict_of(r, digest, nested, None)
     }
@@ -607,15 +619,7 @@ pub fn find(
     counts.repositories = repos.len();
     each(Event::Progress(counts))?;
     let tags = list_tags(client, &repos, opts.jobs, &mut counts, &mut each)?;
-    let walker = Walker {
-        client,
-        opts,
-        bases,
-        verdicts: Mutex::default(),
-        listed: Mutex::default(),
-        looked: AtomicUsize::new(0),
-        repeated: AtomicUsize::new(0),
-    };
+    let walker = Walker::new(client, opts, bases);
     walk_tags(&walker, &repos, &tags, &mut counts, &mut each)?;
     Ok(counts)
 }
@@ -755,15 +759,7 @@ mod tests {
     }
 
     fn walker<'a>(client: &'a Client, opts: &'a FindOptions, bases: &'a Bases) -> Walker<'a> {
-        Walker {
-            client,
-            opts,
-            bases,
-            verdicts: Mutex::default(),
-            listed: Mutex::default(),
-            looked: AtomicUsize::new(0),
-            repeated: AtomicUsize::new(0),
-        }
+        Walker::new(client, opts, bases)
     }
 
     /// Walks `app:t0` .. `app:t39` of a fake registry whose tags hold `manifests`
