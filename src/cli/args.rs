@@ -109,9 +109,13 @@ pub struct PushArgs {
     /// Overwrite a tag that holds an image which is neither this image nor a rebase of it
     #[arg(short, long)]
     pub force: bool,
-    /// Do everything but write: check which blobs are present, mount and upload nothing
+    /// Do everything but write: check which blobs are present, mount, copy and upload nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Never copy layer data between registries (or into a registry that does not mount):
+    /// refuse where a cross-repository mount cannot do
+    #[arg(long)]
+    pub no_copy: bool,
     /// Multi-platform image with one platform left: push only that platform's rebased
     /// manifest under the tag, no index
     #[arg(long)]
@@ -203,6 +207,7 @@ impl From<&PushArgs> for PushOptions {
             tag: a.tag.clone(),
             force: a.force,
             dry_run: a.dry_run,
+            no_copy: a.no_copy,
             single: a.single,
             keep_attestations: a.keep_attestations,
             image_is_current: false,

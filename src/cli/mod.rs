@@ -6,6 +6,7 @@ pub mod args;
 pub mod document_io;
 mod fleet;
 mod plan;
+mod progress;
 
 use crate::document::Document;
 use crate::oci::platform::Platform;
@@ -18,7 +19,8 @@ use crate::registry::{Client, Options};
 use anyhow::{Context, Result, bail};
 use args::{Cli, Command, FetchManifestArgs, Global, RebaseArgs};
 use document_io::{read_document, write_document};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
 /// The environment variable that holds the password for --username.
 pub const PASSWORD_ENV: &str = "IMAGE_REBASE_PASSWORD";
@@ -34,7 +36,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::FetchManifest(args) => fetch_manifest_cmd(g, &args, out, err),
         Command::FetchConfig => {
-            with_client(g, "fetch-config", out, |client, doc| {
+            with_client(g, "fetch-config", out, None, |client, doc| {
                 fetch_config::step(client, doc)?;
                 Ok(vec![])
             })?;
@@ -53,9 +55,13 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
         }
         Command::PutManifest(args) => {
             let opts = (&args.push).into();
-            let notes = with_client(g, "put-manifest", out, |client, doc| {
+            let line = progress_line();
+            let notes = with_client(g, "put-manifest", out, line.clone(), |client, doc| {
                 put_manifest::step(client, doc, &opts)
             });
+            if let Some(l) = &line {
+                l.finish();
+            }
             notes.and_then(|notes| print_notes(err, &notes))
         }
         Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
@@ -100,11 +106,15 @@ fn with_client(
     g: &Global,
     command: &str,
     out: &mut impl Write,
+    line: Option<Arc<progress::Line>>,
     step: impl FnOnce(&Client, &mut Document) -> Result<Vec<String>>,
 ) -> Result<Vec<String>> {
     let explicit = explicit_credential(g, false)?;
     let mut doc = read_document(command, false)?;
-    let client = client(g, explicit, doc.named_hosts(), false)?;
+    let mut client = client(g, explicit, doc.named_hosts(), false)?;
+    if let Some(l) = line {
+        client = client.with_progress(l);
+    }
     let notes = step(&client, &mut doc)?;
     write_document(&doc, out)?;
     Ok(notes)
@@ -132,9 +142,16 @@ fn rebase_one(
         push: (&args.push).into(),
     };
     let explicit = explicit_credential(g, true)?;
-    let client = client(g, explicit, spec.named_hosts(), false)?;
+    let mut client = client(g, explicit, spec.named_hosts(), false)?;
+    let line = progress_line();
+    if let Some(l) = &line {
+        client = client.with_progress(l.clone());
+    }
     let mut notes = Vec::new();
     let result = rebase(&client, &spec, &mut notes);
+    if let Some(l) = &line {
+        l.finish();
+    }
     print_notes(err, &notes)?;
     let doc = result?;
     if args.push.dry_run {
@@ -142,6 +159,13 @@ fn rebase_one(
     }
     writeln!(out, "{}", final_pushed(&doc).reference)?;
     Ok(())
+}
+
+/// The copy progress line, when stderr is a terminal.
+fn progress_line() -> Option<Arc<progress::Line>> {
+    std::io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(progress::Line::new()))
 }
 
 /// Writes notes for the user, one a line.

@@ -27,8 +27,10 @@ pub struct PushOptions {
     pub tag: Option<String>,
     /// Overwrite a tag that holds an unrelated image.
     pub force: bool,
-    /// Look only: mount, upload and put nothing.
+    /// Look only: mount, copy, upload and put nothing.
     pub dry_run: bool,
+    /// Never copy layer data: refuse where a mount cannot do.
+    pub no_copy: bool,
     /// A multi-platform image with one platform left: write only its manifest.
     pub single: bool,
     /// Keep attestation entries in the new index.
