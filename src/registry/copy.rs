@@ -310,6 +310,16 @@ impl Client {
             202,
             "the registry refused to start an upload",
         )?;
+        self.learn_chunks(registry, &resp);
+        let location = resp
+            .header("Location")
+            .context("the registry started an upload without a Location")?;
+        self.transport.resolve(registry, location)
+    }
+
+    /// Takes in an upload start's `OCI-Chunk-Min-Length`: the registry wants the blob in
+    /// chunks of at least that size.
+    pub(super) fn learn_chunks(&self, registry: &str, resp: &ureq::Response) {
         if let Some(min) = resp
             .header("OCI-Chunk-Min-Length")
             .and_then(|m| m.trim().parse::<u64>().ok())
@@ -319,10 +329,6 @@ impl Client {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(registry.to_string(), min);
         }
-        let location = resp
-            .header("Location")
-            .context("the registry started an upload without a Location")?;
-        self.transport.resolve(registry, location)
     }
 
     /// Cancels an upload session (best effort: an abandoned one expires anyway) and

@@ -333,6 +333,7 @@ impl Client {
         match resp.status() {
             201 => Ok((Mount::Mounted, None)),
             202 => {
+                self.learn_chunks(registry, &resp);
                 let mut session = resp
                     .header("Location")
                     .and_then(|l| self.transport.resolve(registry, l).ok());
