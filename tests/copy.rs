@@ -892,3 +892,43 @@ fn a_blob_redirected_to_other_storage_is_fetched_there_without_the_registry_cred
     );
     assert_on_v2(&files_of(&[], &apps.r("team/app:rebased")), "app/hello.txt");
 }
+
+#[test]
+fn a_target_on_another_registry_gets_the_rebased_image_with_every_layer_copied_there() {
+    let work = TempDir::new("other-target");
+    let reg = one_registry_fixture(work.path());
+    let other = Registry::start();
+    let mut all = layers(&reg, "library/base:v2");
+    let app_layers = layers(&reg, "team/app:1");
+    all.push(app_layers.last().unwrap().clone());
+    let mark = reg.mark();
+    let target = other.r("mirror/app:1");
+    let out = image_rebase(
+        &[
+            "rebase",
+            &reg.r("team/app:1"),
+            "--old-base",
+            &reg.r("library/base:v1"),
+            "--new-base",
+            &reg.r("library/base:v2"),
+            "--tag",
+            &target,
+        ],
+        &[],
+    );
+    let printed = assert_ok(&out);
+    assert!(
+        printed.starts_with(&format!("{}/mirror/app@sha256:", other.addr)),
+        "{printed}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("from {} to {}/mirror/app", reg.addr, other.addr)),
+        "{err}"
+    );
+    assert_on_v2(&files_of(&[], &target), "app/hello.txt");
+    // Each layer (new base and app) read once; the image's tag on its own registry stays.
+    assert_eq!(blob_gets(&reg, mark, &all), vec![1; all.len()]);
+    assert_eq!(layers(&reg, "team/app:1"), app_layers);
+    assert_eq!(layers(&other, "mirror/app:1").len(), 3);
+}

@@ -103,7 +103,8 @@ pub struct SplitArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct PushArgs {
-    /// Tag to write (default: the image's own tag; by digest only when it was given by digest)
+    /// Tag to write (default: the image's own tag; by digest only when it was given by digest);
+    /// or [registry/]repository:tag to write to another repository or registry
     #[arg(short, long)]
     pub tag: Option<String>,
     /// Overwrite a tag that holds an image which is neither this image nor a rebase of it
@@ -201,10 +202,22 @@ impl From<&SplitArgs> for SplitOptions {
     }
 }
 
+impl PushArgs {
+    /// The push options; `registry` is `--registry`, for a `--tag` given as a reference.
+    pub fn options(&self, registry: Option<&str>) -> anyhow::Result<PushOptions> {
+        let mut o = PushOptions::from(self);
+        if let Some(t) = &self.tag {
+            o.set_tag(t, registry)?;
+        }
+        Ok(o)
+    }
+}
+
 impl From<&PushArgs> for PushOptions {
     fn from(a: &PushArgs) -> PushOptions {
         PushOptions {
             tag: a.tag.clone(),
+            to: None,
             force: a.force,
             dry_run: a.dry_run,
             no_copy: a.no_copy,

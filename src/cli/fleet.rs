@@ -5,7 +5,7 @@
 use super::args::{Global, RebaseArgs};
 use super::{client, explicit_credential};
 use crate::oci::platform::Platform;
-use crate::oci::reference::{Reference, check_tag};
+use crate::oci::reference::Reference;
 use crate::ops::fleet::{self, Defaults, Status};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Read, Write};
@@ -34,9 +34,7 @@ pub fn run(
         Reference::parse_with_default(r, g.registry.as_deref())?;
     }
     Platform::parse_list(&args.platform)?;
-    if let Some(t) = &args.push.tag {
-        check_tag(t)?;
-    }
+    let push = args.push.options(g.registry.as_deref())?;
     // The list may come on stdin: then the password cannot.
     let explicit = explicit_credential(g, path != "-")?;
     let defaults = Defaults {
@@ -45,7 +43,7 @@ pub fn run(
         new_base: args.new_base.clone(),
         platforms: args.platform.clone(),
         split: (&args.split).into(),
-        push: (&args.push).into(),
+        push,
     };
     let text = read_list(path)?;
     let lines = fleet::read_lines(&defaults, &numbered(&text, shard));

@@ -54,7 +54,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             write_document(&doc, out)
         }
         Command::PutManifest(args) => {
-            let opts = (&args.push).into();
+            let opts = args.push.options(g.registry.as_deref())?;
             let line = progress_line();
             let notes = with_client(g, "put-manifest", out, line.clone(), |client, doc| {
                 put_manifest::step(client, doc, &opts)
@@ -139,7 +139,7 @@ fn rebase_one(
         new_base: parse(args.new_base.as_ref())?,
         platforms: Platform::parse_list(&args.platform)?,
         split: (&args.split).into(),
-        push: (&args.push).into(),
+        push: args.push.options(g.registry.as_deref())?,
     };
     let explicit = explicit_credential(g, true)?;
     let mut client = client(g, explicit, spec.named_hosts(), false)?;

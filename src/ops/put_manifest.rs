@@ -36,7 +36,7 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<V
         bail!("--single is for multi-platform images; this one is a single image");
     }
     let unit = &doc.unit;
-    let mut target = result_target(unit)?;
+    let mut target = result_target(unit, args)?;
     if let Some(t) = &args.tag {
         target.tag = Some(t.clone());
     }
@@ -79,7 +79,7 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
     };
     let mut notes = Vec::new();
     for p in doc.platforms.iter_mut() {
-        let mut target = result_target(&p.unit)?;
+        let mut target = result_target(&p.unit, args)?;
         target.tag = None;
         let pushed = push_unit(client, &p.unit, &target, &by_digest, &mut notes)
             .with_context(|| format!("platform {}", p.platform))?;
@@ -98,9 +98,14 @@ fn require_result(unit: &Unit) -> Result<&ResultSection> {
         .context("the document has no \"result\" section: run image-rebase splice first")
 }
 
-/// The target a unit's result names.
-fn result_target(unit: &Unit) -> Result<Target> {
-    Ok(require_result(unit)?.target.clone())
+/// The target a unit's result names, in the repository `--tag` names if it names one.
+fn result_target(unit: &Unit, args: &PushOptions) -> Result<Target> {
+    let mut target = require_result(unit)?.target.clone();
+    if let Some((registry, repository)) = &args.to {
+        target.registry = registry.clone();
+        target.repository = repository.clone();
+    }
+    Ok(target)
 }
 
 /// `--single`: the one platform left is pushed under the tag, without an index.
@@ -123,7 +128,7 @@ fn single_platform(
             left.join(", ")
         );
     };
-    let mut target = result_target(&only.unit)?;
+    let mut target = result_target(&only.unit, args)?;
     target.tag = args.tag.clone().or(ix.tag.clone());
     let mut notes = Vec::new();
     let pushed = push_unit(client, &only.unit, &target, args, &mut notes)
@@ -141,9 +146,13 @@ fn put_index(
     args: &PushOptions,
 ) -> Result<(NewIndex, Pushed)> {
     let new = new_index(doc, ix, args)?;
+    let (registry, repository) = args
+        .to
+        .clone()
+        .unwrap_or_else(|| (ix.registry.clone(), ix.repository.clone()));
     let target = Target {
-        registry: ix.registry.clone(),
-        repository: ix.repository.clone(),
+        registry,
+        repository,
         tag: args.tag.clone().or(ix.tag.clone()),
         extra: Map::new(),
     };
@@ -159,8 +168,9 @@ fn put_index(
     };
     let mut pushed = new_pushed(&target, &digest, &ix.media_type, size, &digest);
     pushed.dry_run = args.dry_run;
-    let same_place =
-        target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
+    let same_place = target.registry == ix.registry
+        && target.repository == ix.repository
+        && (target.tag.is_none() || target.tag == ix.tag);
     let source = Source {
         digest: &ix.digest,
         reference: &ix.reference,
