@@ -9,7 +9,8 @@
 #
 #   --size MIB   the layer's size (default 256; the memory goal is for 1024)
 #   --rounds R   measure each tool R times, alternating which goes first (default 3);
-#                every round writes into repositories of its own, so each copies
+#                every round copies into a registry of its own: skopeo's blob info cache
+#                would otherwise mount the layer from an earlier round's copy
 #   --out FILE   where the report goes too (default target/bench-copy-report.txt)
 #   --keep       keep the work directory (registry data and logs)
 #
@@ -72,14 +73,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Two registries: the bases on one, the apps on the other.
+# The bases on one registry; the apps on another, a new one each round.
 start_registry "$wd/src"
 src=$REGISTRY src_pid=$REGISTRY_PID
 unset REGISTRY_PID
-start_registry "$wd/dst"
-dst=$REGISTRY dst_pid=$REGISTRY_PID
-unset REGISTRY_PID
-say "registries: bases on $src, apps on $dst"
+dst=""
+new_destination() {
+	if [[ -n $dst_pid ]]; then
+		kill "$dst_pid" 2>/dev/null || true
+		wait "$dst_pid" 2>/dev/null || true
+	fi
+	start_registry "$wd/dst-$1"
+	dst=$REGISTRY dst_pid=$REGISTRY_PID
+	unset REGISTRY_PID
+}
+say "bases on $src"
 
 say "building a base with a $size MiB layer of random bytes"
 (
@@ -129,6 +137,7 @@ run_skopeo() {
 	say "skopeo copy  round $r: ${secs}s, $(rate "$secs") MiB/s, max RSS $((rss_kib / 1024)) MiB"
 }
 for r in $(seq "$rounds"); do
+	new_destination "$r"
 	if ((r % 2)); then
 		run_image_rebase "$r"
 		run_skopeo "$r"
