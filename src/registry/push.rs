@@ -370,7 +370,8 @@ impl Client {
         }
     }
 
-    /// Mounts or uploads again, bypassing the run's record, each blob the target lacks now.
+    /// Mounts, copies or uploads again, bypassing the run's record, each blob the target
+    /// lacks now.
     fn replace_missing(&self, p: &Push) -> Result<()> {
         let (registry, repository) = (p.registry, p.repository);
         if let Some((digest, bytes)) = p.upload
@@ -382,14 +383,32 @@ impl Client {
             if self.blob_exists(registry, repository, &blob.digest)? {
                 continue;
             }
+            let mut mounted = false;
             for (_, from) in blob
                 .sources
                 .iter()
                 .filter(|(r, repo)| r == registry && repo != repository)
             {
                 if self.mount_blob(registry, repository, &blob.digest, from)? == Mount::Mounted {
+                    mounted = true;
                     break;
                 }
+            }
+            // Where no mount does, copied again (a copy is what placed it the first time).
+            if let (false, false, Some((r, repo))) = (
+                mounted,
+                p.no_copy,
+                blob.sources
+                    .iter()
+                    .find(|(r, repo)| r != registry || repo != repository),
+            ) {
+                let c = Copy {
+                    from: (r, repo),
+                    to: (registry, repository),
+                    digest: &blob.digest,
+                    size: blob.size,
+                };
+                self.copy_blob(&c, None)?;
             }
         }
         Ok(())
@@ -1028,5 +1047,18 @@ mod tests {
             .chain([&img.config_digest])
             .collect();
         assert_eq!(order, want);
+    }
+
+    #[test]
+    fn a_copied_layer_lost_before_the_manifest_put_is_copied_again() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        target.lose_blob_on_next("PUT", "/v2/app/manifests/", "app", &img.layer);
+        target
+            .client()
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap();
+        assert_eq!(target.manifest("app", "1"), Some(img.manifest.clone()));
+        assert_eq!(layer_gets(&source, &img), 2);
     }
 }
