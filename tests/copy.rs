@@ -371,8 +371,11 @@ fn everything_on_one_registry_moves_no_layer_bytes() {
     let mut all = layers(&reg, "library/base:v2");
     all.extend(layers(&reg, "team/app:1"));
     let mark = reg.mark();
+    // -v: the mounts run on several threads, each logging its requests to stderr while
+    // the main thread writes there too (once a deadlock on a stderr lock held by main).
     let out = image_rebase(
         &[
+            "-v",
             "rebase",
             &reg.r("team/app:1"),
             "--old-base",
@@ -386,6 +389,7 @@ fn everything_on_one_registry_moves_no_layer_bytes() {
     );
     assert_ok(&out);
     assert!(!stderr(&out).contains("copied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mount="), "{}", stderr(&out));
     assert_no_layer_traffic(&reg, mark, &all);
 }
 
@@ -905,6 +909,7 @@ fn a_target_on_another_registry_gets_the_rebased_image_with_every_layer_copied_t
     let target = other.r("mirror/app:1");
     let out = image_rebase(
         &[
+            "-v",
             "rebase",
             &reg.r("team/app:1"),
             "--old-base",

@@ -136,8 +136,6 @@ impl Client {
     ) -> Result<()> {
         let ((from_registry, from_repository), (to_registry, to_repository)) = (c.from, c.to);
         let source = format!("{from_registry}/{from_repository}");
-        // A redirect to other storage (S3, a CDN) is followed without the registry's
-        // credentials (the agent never sends Authorization to a redirect).
         if c.size == 0 && c.digest != &Digest::of(b"") {
             let e = anyhow!(
                 "the manifest says it is empty, but {} is not the digest of no bytes",
@@ -145,6 +143,8 @@ impl Client {
             );
             return Err(self.abandon(to_registry, session, e));
         }
+        // A redirect to other storage (S3, a CDN) is followed without the registry's
+        // credentials (the agent never sends Authorization to a redirect).
         let path = api_path(from_repository, "blobs", c.digest.as_str())?;
         let get = self
             .transport
@@ -189,7 +189,9 @@ impl Client {
         };
         let location = match session {
             Some(l) => l,
-            None => self.start_upload(to_registry, to_repository)?,
+            None => self
+                .start_upload(to_registry, to_repository)
+                .with_context(|| format!("writing it to {to_registry}/{to_repository}"))?,
         };
         let result = self.upload_from(to_registry, &location, c, deadline, &mut body);
         *done = body.read;
