@@ -277,8 +277,15 @@ pub struct Pushed {
     pub mounted: Vec<Digest>,
     /// Blobs that were already in the target repository.
     pub present: Vec<Digest>,
-    /// Blobs uploaded (only the config: layer data is never uploaded).
+    /// Blobs uploaded (the config).
     pub uploaded: Vec<Digest>,
+    /// Blobs whose bytes were copied from where they were, because no mount could do
+    /// (another registry, or a registry that does not mount).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<Digest>,
+    /// How many bytes those copies moved.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub copied_bytes: u64,
     /// Nothing needed writing: the target already held this manifest.
     #[serde(default)]
     pub unchanged: bool,
@@ -563,6 +570,10 @@ impl Document {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a document always serialises")
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

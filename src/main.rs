@@ -11,7 +11,9 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
+    // Not locked for the whole run: other threads (blob copies and mounts at once, their
+    // -v log lines, the progress line) write to stderr too.
+    let mut err = std::io::stderr();
     match image_rebase::cli::run(cli, &mut out, &mut err) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),

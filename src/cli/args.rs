@@ -188,15 +188,20 @@ pub struct SplitArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct PushArgs {
-    /// Tag to write (default: the image's own tag; by digest only when it was given by digest)
+    /// Tag to write (default: the image's own tag; by digest only when it was given by digest);
+    /// or [registry/]repository:tag to write to another repository or registry
     #[arg(help_heading = TARGET, short, long)]
     pub tag: Option<String>,
     /// Overwrite a tag that holds an image which is neither this image nor a rebase of it
     #[arg(help_heading = TARGET, short, long)]
     pub force: bool,
-    /// Do everything but write: check which blobs are present, mount and upload nothing
+    /// Do everything but write: check which blobs are present, mount, copy and upload nothing
     #[arg(help_heading = TARGET, long)]
     pub dry_run: bool,
+    /// Never copy layer data between registries (or into a registry that does not mount):
+    /// refuse where a cross-repository mount cannot do
+    #[arg(help_heading = TARGET, long)]
+    pub no_copy: bool,
     /// Multi-platform image with one platform left: push only that platform's rebased
     /// manifest under the tag, no index
     #[arg(help_heading = TARGET, long)]
@@ -290,12 +295,25 @@ impl From<&SplitArgs> for SplitOptions {
     }
 }
 
+impl PushArgs {
+    /// The push options; `registry` is `--registry`, for a `--tag` given as a reference.
+    pub fn options(&self, registry: Option<&str>) -> anyhow::Result<PushOptions> {
+        let mut o = PushOptions::from(self);
+        if let Some(t) = &self.tag {
+            o.set_tag(t, registry)?;
+        }
+        Ok(o)
+    }
+}
+
 impl From<&PushArgs> for PushOptions {
     fn from(a: &PushArgs) -> PushOptions {
         PushOptions {
             tag: a.tag.clone(),
+            to: None,
             force: a.force,
             dry_run: a.dry_run,
+            no_copy: a.no_copy,
             single: a.single,
             keep_attestations: a.keep_attestations,
             image_is_current: false,

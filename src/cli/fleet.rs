@@ -7,7 +7,6 @@ use super::{client, explicit_credential};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::ops::fleet::{self, Defaults, Outcome, Status};
-use crate::ops::rebase::check_template;
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Read, Write};
 use std::time::Instant;
@@ -35,9 +34,7 @@ pub fn run(
         Reference::parse_with_default(r, g.registry.as_deref())?;
     }
     Platform::parse_list(&args.platform)?;
-    if let Some(t) = &args.push.tag {
-        check_template(t)?;
-    }
+    let push = args.push.options(g.registry.as_deref())?;
     // The list may come on stdin: then the password cannot.
     let explicit = explicit_credential(g, path != "-")?;
     let defaults = Defaults {
@@ -46,7 +43,7 @@ pub fn run(
         new_base: args.new_base.clone(),
         platforms: args.platform.clone(),
         split: (&args.split).into(),
-        push: (&args.push).into(),
+        push,
         same_labels: args.require_same_label.clone(),
     };
     let text = read_list(path, "the list")?;

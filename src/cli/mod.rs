@@ -7,6 +7,7 @@ pub mod document_io;
 mod find;
 mod fleet;
 mod plan;
+mod progress;
 mod rollout;
 
 use crate::document::Document;
@@ -23,7 +24,8 @@ use crate::registry::{Client, Options};
 use anyhow::{Context, Result, bail};
 use args::{Cli, Command, FetchManifestArgs, Global, RebaseArgs};
 use document_io::{read_document, write_document};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
 /// The environment variable that holds the password for --username.
 pub const PASSWORD_ENV: &str = "IMAGE_REBASE_PASSWORD";
@@ -39,7 +41,7 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::FetchManifest(args) => fetch_manifest_cmd(g, &args, out, err),
         Command::FetchConfig => {
-            with_client(g, "fetch-config", out, |client, doc| {
+            with_client(g, "fetch-config", out, None, |client, doc| {
                 fetch_config::step(client, doc)?;
                 Ok(vec![])
             })?;
@@ -57,10 +59,14 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
             write_document(&doc, out)
         }
         Command::PutManifest(args) => {
-            let opts = (&args.push).into();
-            let notes = with_client(g, "put-manifest", out, |client, doc| {
+            let opts = args.push.options(g.registry.as_deref())?;
+            let line = progress_line();
+            let notes = with_client(g, "put-manifest", out, line.clone(), |client, doc| {
                 put_manifest::step(client, doc, &opts)
             });
+            if let Some(l) = &line {
+                l.finish();
+            }
             notes.and_then(|notes| print_notes(err, &notes))
         }
         Command::Rebase(args) if args.from_file.is_some() => fleet::run(g, &args, out, err),
@@ -109,11 +115,15 @@ fn with_client(
     g: &Global,
     command: &str,
     out: &mut impl Write,
+    line: Option<Arc<progress::Line>>,
     step: impl FnOnce(&Client, &mut Document) -> Result<Vec<String>>,
 ) -> Result<Vec<String>> {
     let explicit = explicit_credential(g, false)?;
     let mut doc = read_document(command, false)?;
-    let client = client(g, explicit, doc.named_hosts(), false)?;
+    let mut client = client(g, explicit, doc.named_hosts(), false)?;
+    if let Some(l) = line {
+        client = client.with_progress(l);
+    }
     let notes = step(&client, &mut doc)?;
     write_document(&doc, out)?;
     Ok(notes)
@@ -138,14 +148,21 @@ fn rebase_one(
         new_base: parse(args.new_base.as_ref())?,
         platforms: Platform::parse_list(&args.platform)?,
         split: (&args.split).into(),
-        push: (&args.push).into(),
+        push: args.push.options(g.registry.as_deref())?,
         same_labels: args.require_same_label.clone(),
     };
     let explicit = explicit_credential(g, true)?;
     // Bases by tag once for the run: the rebase fetches them ahead, while the image is.
-    let client = client(g, explicit, spec.named_hosts(), true)?;
+    let mut client = client(g, explicit, spec.named_hosts(), true)?;
+    let line = progress_line();
+    if let Some(l) = &line {
+        client = client.with_progress(l.clone());
+    }
     let mut notes = Vec::new();
     let result = rebase(&client, &spec, &mut notes);
+    if let Some(l) = &line {
+        l.finish();
+    }
     if args.json {
         return rebase_json(image, result, notes, args.push.dry_run, out);
     }
@@ -198,6 +215,13 @@ fn completions(shell: args::ShellArg, out: &mut impl Write) -> Result<()> {
     }
     out.write_all(script.as_bytes())?;
     Ok(())
+}
+
+/// The copy progress line, when stderr is a terminal.
+fn progress_line() -> Option<Arc<progress::Line>> {
+    std::io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(progress::Line::new()))
 }
 
 /// Writes notes for the user, one a line.

@@ -94,6 +94,15 @@ fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
         writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
         writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
         writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;
+        if !pushed.copied.is_empty() {
+            writeln!(
+                out,
+                "copy:       {} ({} blobs, {} bytes)",
+                list(&digests(&pushed.copied)),
+                pushed.copied.len(),
+                pushed.copied_bytes
+            )?;
+        }
     }
     Ok(())
 }

@@ -30,6 +30,21 @@ impl Digest {
     }
 }
 
+/// A digest computed over bytes that arrive in pieces (a blob streamed through).
+#[derive(Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of every byte given so far.
+    pub fn finish(&self) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(self.0.clone().finalize())))
+    }
+}
+
 impl FromStr for Digest {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Digest> {
@@ -81,6 +96,15 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_ne!(Digest::of(b"{}"), Digest::of(b"{}\n"));
+    }
+
+    #[test]
+    fn a_hasher_fed_in_pieces_gives_the_digest_of_the_whole() {
+        let mut h = Hasher::default();
+        h.update(b"some ");
+        h.update(b"");
+        h.update(b"bytes");
+        assert_eq!(h.finish(), Digest::of(b"some bytes"));
     }
 
     #[test]

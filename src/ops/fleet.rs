@@ -201,8 +201,9 @@ fn spec_of(d: &Defaults, line: &str) -> Result<Planned> {
         split.label = l.clone();
     }
     let mut push = d.push.clone();
-    if entry.tag.is_some() {
-        push.tag = entry.tag.clone();
+    if let Some(t) = &entry.tag {
+        push.to = None;
+        push.set_tag(t, d.registry.as_deref())?;
     }
     let platforms = match &entry.platform {
         Some(PlatformList::One(p)) => Platform::parse_list(std::slice::from_ref(p))?,

@@ -12,13 +12,15 @@ use crate::oci::media::Family;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
 use crate::ops::PushOptions;
-use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport};
+use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport, Why};
 use anyhow::{Context, Result, bail};
 use serde_json::Map;
 
 /// Pushes the result: every layer is made present in the target repository by a
-/// cross-repository mount (no layer data moves), the config is uploaded, and the manifest
-/// is put last so that a failure part-way never moves the tag. A target tag that already
+/// cross-repository mount where one can do (no layer data moves), else copied from the
+/// registry that has it (a note says how much and why; `--no-copy` refuses instead), the
+/// config is uploaded, and the manifest is put last so that a failure part-way never
+/// moves the tag. A target tag that already
 /// holds this manifest is left alone; one that holds an unrelated image is refused unless
 /// `--force`. An up-to-date result writes nothing, or only the tag when it differs. For a
 /// multi-platform image each platform's manifest is pushed by digest, then the new index
@@ -34,33 +36,40 @@ pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<V
         bail!("--single is for multi-platform images; this one is a single image");
     }
     let unit = &doc.unit;
-    let mut target = result_target(unit)?;
+    let mut target = result_target(unit, args)?;
     if let Some(t) = &args.tag {
         target.tag = Some(t.clone());
     }
-    let pushed = push_unit(client, unit, &target, args)?;
+    let mut notes = Vec::new();
+    let pushed = push_unit(client, unit, &target, args, &mut notes)?;
     doc.unit.pushed = Some(pushed);
-    Ok(vec![])
+    Ok(notes)
 }
 
-/// Pushes one single-platform result to `target`.
-fn push_unit(client: &Client, unit: &Unit, target: &Target, args: &PushOptions) -> Result<Pushed> {
+/// Pushes one single-platform result to `target`; notes on layer data copied.
+fn push_unit(
+    client: &Client,
+    unit: &Unit,
+    target: &Target,
+    args: &PushOptions,
+    notes: &mut Vec<String>,
+) -> Result<Pushed> {
     let result = require_result(unit)?;
     // A dry run only reads: it asks for no push right.
     if !args.dry_run {
         declare_scopes(client, unit, target)?;
     }
     if result.up_to_date {
-        retag(client, unit, target, args)
+        retag(client, unit, target, args, notes)
     } else {
-        push(client, unit, result, target, args)
+        push(client, unit, result, target, args, notes)
     }
 }
 
 fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
     let ix = doc.index.clone().expect("an index document");
     if args.single {
-        return single_platform(client, doc, &ix, args).map(|()| vec![]);
+        return single_platform(client, doc, &ix, args);
     }
     // Each platform by digest (the target's tag is dropped below): the index refers to
     // them. A digest holds that manifest or nothing, so --force has nothing to overwrite.
@@ -68,16 +77,18 @@ fn index_step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result
         force: false,
         ..args.clone()
     };
+    let mut notes = Vec::new();
     for p in doc.platforms.iter_mut() {
-        let mut target = result_target(&p.unit)?;
+        let mut target = result_target(&p.unit, args)?;
         target.tag = None;
-        let pushed = push_unit(client, &p.unit, &target, &by_digest)
+        let pushed = push_unit(client, &p.unit, &target, &by_digest, &mut notes)
             .with_context(|| format!("platform {}", p.platform))?;
         p.unit.pushed = Some(pushed);
     }
     let (new, pushed) = put_index(client, doc, &ix, args)?;
     doc.index.as_mut().expect("an index document").pushed = Some(pushed);
-    Ok(new.notes)
+    notes.extend(new.notes);
+    Ok(notes)
 }
 
 /// A unit's result, or an error naming the step that makes it.
@@ -87,9 +98,14 @@ fn require_result(unit: &Unit) -> Result<&ResultSection> {
         .context("the document has no \"result\" section: run image-rebase splice first")
 }
 
-/// The target a unit's result names.
-fn result_target(unit: &Unit) -> Result<Target> {
-    Ok(require_result(unit)?.target.clone())
+/// The target a unit's result names, in the repository `--tag` names if it names one.
+fn result_target(unit: &Unit, args: &PushOptions) -> Result<Target> {
+    let mut target = require_result(unit)?.target.clone();
+    if let Some((registry, repository)) = &args.to {
+        target.registry = registry.clone();
+        target.repository = repository.clone();
+    }
+    Ok(target)
 }
 
 /// `--single`: the one platform left is pushed under the tag, without an index.
@@ -98,7 +114,7 @@ fn single_platform(
     doc: &mut Document,
     ix: &IndexSection,
     args: &PushOptions,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let [only] = doc.platforms.as_mut_slice() else {
         let left: Vec<String> = doc
             .platforms
@@ -112,12 +128,13 @@ fn single_platform(
             left.join(", ")
         );
     };
-    let mut target = result_target(&only.unit)?;
+    let mut target = result_target(&only.unit, args)?;
     target.tag = args.tag.clone().or(ix.tag.clone());
-    let pushed = push_unit(client, &only.unit, &target, args)
+    let mut notes = Vec::new();
+    let pushed = push_unit(client, &only.unit, &target, args, &mut notes)
         .with_context(|| format!("platform {}", only.platform))?;
     only.unit.pushed = Some(pushed);
-    Ok(())
+    Ok(notes)
 }
 
 /// The new index from the pushed platforms, written under the tag when the tag rules
@@ -129,9 +146,13 @@ fn put_index(
     args: &PushOptions,
 ) -> Result<(NewIndex, Pushed)> {
     let new = new_index(doc, ix, args)?;
+    let (registry, repository) = args
+        .to
+        .clone()
+        .unwrap_or_else(|| (ix.registry.clone(), ix.repository.clone()));
     let target = Target {
-        registry: ix.registry.clone(),
-        repository: ix.repository.clone(),
+        registry,
+        repository,
         tag: args.tag.clone().or(ix.tag.clone()),
         extra: Map::new(),
     };
@@ -147,8 +168,9 @@ fn put_index(
     };
     let mut pushed = new_pushed(&target, &digest, &ix.media_type, size, &digest);
     pushed.dry_run = args.dry_run;
-    let same_place =
-        target.repository == ix.repository && (target.tag.is_none() || target.tag == ix.tag);
+    let same_place = target.registry == ix.registry
+        && target.repository == ix.repository
+        && (target.tag.is_none() || target.tag == ix.tag);
     let source = Source {
         digest: &ix.digest,
         reference: &ix.reference,
@@ -177,13 +199,19 @@ fn put_index(
         } else {
             original_bytes(client, ix)?
         };
-        write_index(client, &target, &ix.media_type, &bytes)?;
+        write_index(client, &target, &ix.media_type, &bytes, args.no_copy)?;
     }
     Ok((new, pushed))
 }
 
 /// Puts an index under the target: every manifest it lists is there already.
-fn write_index(client: &Client, target: &Target, media_type: &str, bytes: &[u8]) -> Result<()> {
+fn write_index(
+    client: &Client,
+    target: &Target,
+    media_type: &str,
+    bytes: &[u8],
+    no_copy: bool,
+) -> Result<()> {
     client
         .push(&Push {
             registry: &target.registry,
@@ -194,6 +222,7 @@ fn write_index(client: &Client, target: &Target, media_type: &str, bytes: &[u8])
             blobs: vec![],
             upload: None,
             dry_run: false,
+            no_copy,
         })
         .with_context(|| {
             format!(
@@ -272,16 +301,20 @@ fn index_is_rebase_of(
     Ok(true)
 }
 
-/// One token for the whole push: pull,push on the target, pull on each repository of the
-/// same registry that blobs may be mounted from.
+/// One token per registry for the whole push: pull,push on the target and pull on each
+/// repository of the same registry that blobs may be mounted from; pull on each
+/// repository of another registry that blobs may be copied from.
 fn declare_scopes(client: &Client, doc: &Unit, target: &Target) -> Result<()> {
     let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
     for s in [Role::NewBase, Role::Image, Role::OldBase]
         .into_iter()
         .filter_map(|r| doc.section(r))
     {
-        if s.registry == target.registry && s.repository != target.repository {
-            scopes.push(format!("repository:{}:pull", s.repository));
+        let pull = format!("repository:{}:pull", s.repository);
+        if s.registry != target.registry {
+            client.want_scopes(&s.registry, &[pull])?;
+        } else if s.repository != target.repository {
+            scopes.push(pull);
         }
     }
     client.want_scopes(&target.registry, &scopes)
@@ -315,6 +348,8 @@ fn new_pushed(
         mounted: vec![],
         present: vec![],
         uploaded: vec![],
+        copied: vec![],
+        copied_bytes: 0,
         unchanged: false,
         previous: None,
         dry_run: false,
@@ -328,6 +363,7 @@ fn push(
     result: &ResultSection,
     target: &Target,
     args: &PushOptions,
+    notes: &mut Vec<String>,
 ) -> Result<Pushed> {
     let family = Family::of_manifest(&result.media_type).context("the result's media_type")?;
     image::check_consistent("the result", &result.manifest, &result.config)?;
@@ -357,6 +393,7 @@ fn push(
         let digest: Digest = layer.parse()?;
         if !is_foreign(descriptor) && !blobs.iter().any(|b| b.digest == digest) {
             blobs.push(Blob {
+                size: size_of(descriptor)?,
                 digest,
                 what: "layer",
                 sources: sources_of(doc, layer),
@@ -372,25 +409,99 @@ fn push(
         blobs,
         upload: Some((&fin.config_digest, &fin.config_bytes)),
         dry_run: args.dry_run,
+        no_copy: args.no_copy,
     })?;
-    record(&mut pushed, report);
+    notes.extend(record(&mut pushed, report, args.dry_run));
     Ok(pushed)
 }
 
-/// Lists what the push did with each blob in the document's terms.
-fn record(pushed: &mut Pushed, report: PushReport) {
+/// Lists what the push did with each blob in the document's terms; a note for each
+/// registry layer data was copied from, saying how much and why.
+fn record(pushed: &mut Pushed, report: PushReport, dry_run: bool) -> Vec<String> {
+    // (from, why) -> (layers, the config too, bytes), in the order first met.
+    type Group = ((String, Why), (usize, bool, u64));
+    let mut copies: Vec<Group> = Vec::new();
     for (digest, placed) in report.blobs {
         match placed {
             Placed::Present => pushed.present.push(digest),
             Placed::Mounted => pushed.mounted.push(digest),
             Placed::Uploaded => pushed.uploaded.push(digest),
+            Placed::Copied(c) => {
+                let config = digest == pushed.config_digest;
+                pushed.copied.push(digest);
+                pushed.copied_bytes += c.bytes;
+                let key = (c.from, c.why);
+                let i = match copies.iter().position(|(k, _)| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        copies.push((key, (0, false, 0)));
+                        copies.len() - 1
+                    }
+                };
+                let (layers, with_config, bytes) = &mut copies[i].1;
+                if config {
+                    *with_config = true;
+                } else {
+                    *layers += 1;
+                }
+                *bytes += c.bytes;
+            }
         }
     }
+    copies
+        .into_iter()
+        .map(|((from, why), (n, with_config, bytes))| {
+            let what = match (n, with_config) {
+                (0, _) => "the config".to_string(),
+                (1, false) => "1 layer".to_string(),
+                (n, false) => format!("{n} layers"),
+                (1, true) => "1 layer and the config".to_string(),
+                (n, true) => format!("{n} layers and the config"),
+            };
+            format!(
+                "{} {what}, {}, from {from} to {}/{}: {}",
+                if dry_run { "would copy" } else { "copied" },
+                human_bytes(bytes),
+                pushed.registry,
+                pushed.repository,
+                why.explain()
+            )
+        })
+        .collect()
+}
+
+/// A size for people: `31.4 MiB`, `512 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A descriptor's size.
+fn size_of(descriptor: &serde_json::Value) -> Result<u64> {
+    descriptor
+        .get("size")
+        .and_then(|s| s.as_u64())
+        .context("a descriptor has no valid size")
 }
 
 /// The image is already on the new base: nothing to write unless the target is another
 /// tag, which then gets the image's own manifest bytes.
-fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Result<Pushed> {
+fn retag(
+    client: &Client,
+    doc: &Unit,
+    target: &Target,
+    args: &PushOptions,
+    notes: &mut Vec<String>,
+) -> Result<Pushed> {
     let image = doc.require(Role::Image)?;
     let (config_digest, _) = image::config_descriptor(&image.manifest)?;
     let config_digest: Digest = config_digest.parse()?;
@@ -417,15 +528,23 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Re
     // Foreign (non-distributable) layers live at their URLs, not in the registry.
     let source = vec![(image.registry.clone(), image.repository.clone())];
     let mut blobs = Vec::new();
-    for (what, digest) in image::layers(&image.manifest)?
+    let config = image
+        .manifest
+        .get("config")
+        .context("the image's manifest has no config")?;
+    for (what, descriptor) in image::layers(&image.manifest)?
         .iter()
         .filter(|l| !is_foreign(l))
-        .filter_map(|l| l.get("digest").and_then(|d| d.as_str()))
-        .map(|d| ("layer", d))
-        .chain([("config", config_digest.as_str())])
+        .map(|l| ("layer", l))
+        .chain([("config", config)])
     {
+        let digest = descriptor
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .with_context(|| format!("a {what} has no digest"))?;
         blobs.push(Blob {
             digest: digest.parse()?,
+            size: size_of(descriptor)?,
             what,
             sources: source.clone(),
         });
@@ -447,8 +566,9 @@ fn retag(client: &Client, doc: &Unit, target: &Target, args: &PushOptions) -> Re
         blobs,
         upload: None,
         dry_run: args.dry_run,
+        no_copy: args.no_copy,
     })?;
-    record(&mut pushed, report);
+    notes.extend(record(&mut pushed, report, args.dry_run));
     Ok(pushed)
 }
 

@@ -35,6 +35,7 @@ impl Spec {
         .into_iter()
         .flatten()
         .map(|r| r.registry.clone())
+        .chain(self.push.to.iter().map(|(registry, _)| registry.clone()))
         .collect()
     }
 }

@@ -126,6 +126,12 @@ fn promotion(line: &ReportLine) -> Result<Option<Planned>> {
     let Some(own_tag) = own.tag.filter(|_| own.digest.is_none()) else {
         return skip("the image was named by digest: it has no tag of its own to promote to");
     };
+    if (&own.registry, &own.repository) != (&side.registry, &side.repository) {
+        return skip(
+            "the rebase wrote to another repository: promote moves a tag within the image's \
+             own repository (copy it there with rebase --tag instead)",
+        );
+    }
     if Some(&own_tag) == side.tag.as_ref() {
         return skip("the rebase wrote the image's own tag already: nothing to promote");
     }
@@ -320,6 +326,8 @@ fn move_tag(
             blobs: vec![],
             upload: None,
             dry_run: false,
+            // The manifest is in this repository already, and so is all it lists.
+            no_copy: true,
         })
         .with_context(|| format!("putting {} under {}", m.put, m.tag))?;
     Ok((status, current))

@@ -29,6 +29,44 @@ impl Http {
         authorization: Option<&Secret>,
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
+        let req = self.request(method, url, headers, authorization);
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        self.answer(method, url, result)
+    }
+
+    /// Sends a request once whose body (if any) is read from `body` as it is sent, with
+    /// a deadline of its own for the whole exchange (a layer takes longer than a
+    /// manifest); the answer's body, too, is read within it. Never retried here: a body
+    /// read once cannot be sent again.
+    pub fn send_stream(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&Secret>,
+        body: Option<&mut dyn Read>,
+        deadline: Duration,
+    ) -> Result<ureq::Response> {
+        let req = self
+            .request(method, url, headers, authorization)
+            .timeout(deadline);
+        let result = match body {
+            Some(b) => req.send(b),
+            None => req.call(),
+        };
+        self.answer(method, url, result)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&Secret>,
+    ) -> ureq::Request {
         let mut req = self.agent.request(method, url);
         for (k, v) in headers {
             req = req.set(k, v);
@@ -36,10 +74,16 @@ impl Http {
         if let Some(a) = authorization {
             req = req.set("Authorization", a.expose());
         }
-        let result = match body {
-            Some(b) => req.send_bytes(b),
-            None => req.call(),
-        };
+        req
+    }
+
+    /// The response whatever its status, or the connection error.
+    fn answer(
+        &self,
+        method: &str,
+        url: &str,
+        result: std::result::Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response> {
         match result {
             Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
                 if self.verbose {

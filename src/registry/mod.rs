@@ -5,6 +5,7 @@
 mod auth;
 mod cache;
 mod catalog;
+mod copy;
 pub mod credentials;
 mod error;
 #[cfg(test)]
@@ -16,8 +17,9 @@ mod session;
 mod tls;
 
 use cache::Memo;
+pub use copy::{MAX_COPIES, Progress};
 pub use error::{ConnectError, ConnectKind, RegistryError};
-pub use push::{Blob, Placed, Push, PushReport};
+pub use push::{Blob, Copied, Placed, Push, PushReport, Why};
 pub use session::{Options, Transport};
 
 use crate::oci::digest::Digest;
@@ -61,20 +63,39 @@ pub enum Mount {
 pub struct Client {
     transport: Transport,
     cache_tags: bool,
+    timeout: std::time::Duration,
     manifests: Memo<Fetched>,
     blobs: Memo<Vec<u8>>,
     present: Memo<Placed>,
+    /// For each registry and blob this run copied there: the repository it went into,
+    /// which the other repositories of that registry mount it from.
+    crossed: Memo<String>,
+    copying: copy::Slots,
+    /// Registries that want uploads in chunks: the smallest chunk they take.
+    chunk_min: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    progress: Option<std::sync::Arc<dyn Progress>>,
 }
 
 impl Client {
     pub fn new(options: Options) -> Result<Client> {
         Ok(Client {
             cache_tags: options.cache_tags,
+            timeout: options.timeout,
             transport: Transport::new(options)?,
             manifests: Memo::default(),
             blobs: Memo::default(),
             present: Memo::default(),
+            crossed: Memo::default(),
+            copying: copy::Slots::default(),
+            chunk_min: Default::default(),
+            progress: None,
         })
+    }
+
+    /// The client, telling `progress` how the blobs it copies go.
+    pub fn with_progress(mut self, progress: std::sync::Arc<dyn Progress>) -> Client {
+        self.progress = Some(progress);
+        self
     }
 
     /// Fetches a base's manifest: once per run for the same reference when the client
@@ -283,6 +304,21 @@ impl Client {
         digest: &Digest,
         from: &str,
     ) -> Result<Mount> {
+        Ok(self
+            .mount_or_session(registry, repository, digest, from, false)?
+            .0)
+    }
+
+    /// `mount_blob`; with `keep`, the upload session a refused mount opened is kept, and
+    /// its Location (resolved) given back, for a copy into it.
+    fn mount_or_session(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        from: &str,
+        keep: bool,
+    ) -> Result<(Mount, Option<String>)> {
         check_repository(from)?;
         let path = format!(
             "{}?mount={digest}&from={from}",
@@ -296,19 +332,28 @@ impl Client {
             Some(b""),
         )?;
         match resp.status() {
-            201 => Ok(Mount::Mounted),
+            201 => Ok((Mount::Mounted, None)),
             202 => {
-                if let Some(location) = resp.header("Location") {
+                self.learn_chunks(registry, &resp);
+                let mut session = resp
+                    .header("Location")
+                    .and_then(|l| self.transport.resolve(registry, l).ok());
+                let refused = self.transport.grants(registry, from, "pull") == Some(false);
+                if !keep || refused {
                     // Best effort: an abandoned session expires on its own anyway.
-                    let _ = self.transport.send(registry, "DELETE", location, &[], None);
+                    if let Some(location) = session.take() {
+                        let _ = self
+                            .transport
+                            .send(registry, "DELETE", &location, &[], None);
+                    }
                 }
-                if self.transport.grants(registry, from, "pull") == Some(false) {
+                if refused {
                     bail!(
                         "cannot mount it from {registry}/{from}: {} has no pull right on {registry}/{from}",
                         self.transport.identity(registry)
                     );
                 }
-                Ok(Mount::NotMounted)
+                Ok((Mount::NotMounted, session))
             }
             401 | 403 if self.transport.grants(registry, from, "pull") == Some(false) => bail!(
                 "cannot mount it from {registry}/{from}: {} has no pull right on {registry}/{from}",
@@ -331,25 +376,7 @@ impl Client {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<()> {
-        let start = api_path(repository, "blobs", "uploads/")?;
-        let resp = self.transport.send(
-            registry,
-            "POST",
-            &start,
-            &[("Content-Length", "0")],
-            Some(b""),
-        )?;
-        let resp = self.expect(
-            resp,
-            registry,
-            "POST",
-            202,
-            "the registry refused to start an upload",
-        )?;
-        let location = resp
-            .header("Location")
-            .context("the registry started an upload without a Location")?;
-        let mut location = self.transport.resolve(registry, location)?;
+        let mut location = self.start_upload(registry, repository)?;
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(&format!("digest={digest}"));
         let headers = [("Content-Type", "application/octet-stream")];

@@ -1,17 +1,24 @@
 //! Putting an image into a repository, in the shape of go-containerregistry's
-//! `remote.Write`: every blob the manifest lists is made present (already there, or
-//! mounted from a repository of the same registry that has it), a new blob (the config)
-//! is uploaded, and the manifest is put last, so that a failure part-way moves no tag.
-//! Each blob is placed in a repository once per run, however many images need it. Which
-//! tag to write, and whether it may be written, is the caller's decision.
+//! `remote.Write`: every blob the manifest lists is made present by the cheapest means
+//! that works (already there; mounted from a repository of the same registry that has
+//! it, or that this run copied it into; else copied, streamed from where it is), a new
+//! blob (the config) is uploaded, and the manifest is put last, so that a failure part-way
+//! moves no tag. Each blob is placed in a repository once per run, and crosses into a
+//! registry once per run, however many images need it. Which tag to write, and whether it
+//! may be written, is the caller's decision.
 
+use super::copy::{Copy, MAX_COPIES};
 use super::{Client, Mount, RegistryError};
 use crate::oci::digest::Digest;
 use anyhow::{Context, Result, bail};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A blob the manifest lists, and where it can be found.
 pub struct Blob {
     pub digest: Digest,
+    /// Its size, as its descriptor says (what a copy sends).
+    pub size: u64,
     /// What it is, for messages (`layer`, `config`).
     pub what: &'static str,
     /// The repositories (registry, repository) whose manifests list it.
@@ -30,17 +37,50 @@ pub struct Push<'a> {
     pub blobs: Vec<Blob>,
     /// A new blob to upload (the rebased config): its digest and bytes.
     pub upload: Option<(&'a Digest, &'a [u8])>,
-    /// Only look: say what would be placed; mount, upload and put nothing.
+    /// Only look: say what would be placed; mount, copy, upload and put nothing.
     pub dry_run: bool,
+    /// Never copy layer data: refuse where a mount cannot do.
+    pub no_copy: bool,
 }
 
 /// How a blob came to be in the target repository.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Placed {
     /// It was there already (or another image of this run put it there).
     Present,
     Mounted,
     Uploaded,
+    /// Its bytes were streamed from where it was.
+    Copied(Copied),
+}
+
+/// A blob copy: how many bytes, from which registry, and why a mount could not do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copied {
+    pub bytes: u64,
+    /// The registry it was read from.
+    pub from: String,
+    pub why: Why,
+}
+
+/// Why a blob was copied rather than mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Why {
+    /// It is only on another registry: a mount across registries is impossible.
+    OtherRegistry,
+    /// The registry answered the mount with an upload session (202): it does not mount.
+    MountRefused,
+}
+
+impl Why {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Why::OtherRegistry => "a mount across registries is impossible",
+            Why::MountRefused => {
+                "the registry did not mount it (it does not allow cross-repository mounts)"
+            }
+        }
+    }
 }
 
 /// What a push did (a dry run: would do) with each blob, in the order of `blobs`, then
@@ -54,12 +94,12 @@ pub struct PushReport {
 const PUT_ATTEMPTS: u64 = 3;
 
 impl Client {
-    /// Writes `p`: blobs first, the manifest last.
+    /// Writes `p`: blobs first (several at once), the manifest last.
     pub fn push(&self, p: &Push) -> Result<PushReport> {
         let name = format!("{}/{}", p.registry, p.repository);
         let mut report = PushReport::default();
-        for blob in &p.blobs {
-            let placed = self.make_present(p, blob).with_context(|| {
+        for (blob, placed) in p.blobs.iter().zip(self.place_all(p)) {
+            let placed = placed.with_context(|| {
                 format!("making {} {} present in {name}", blob.what, blob.digest)
             })?;
             report.blobs.push((blob.digest.clone(), placed));
@@ -74,6 +114,44 @@ impl Client {
             self.put_checked(p)?;
         }
         Ok(report)
+    }
+
+    /// Makes every blob present, up to `MAX_COPIES` at once (a copy takes long; a mount
+    /// does not, but waits for nothing either). After a failure no further blob is begun.
+    fn place_all(&self, p: &Push) -> Vec<Result<Placed>> {
+        let n = p.blobs.len();
+        if n <= 1 {
+            return p.blobs.iter().map(|b| self.make_present(p, b)).collect();
+        }
+        let results: Vec<Mutex<Option<Result<Placed>>>> =
+            (0..n).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..n.min(MAX_COPIES) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= n || failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let r = self.make_present(p, &p.blobs[i]);
+                        if r.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| Err(anyhow::anyhow!("not begun: another blob failed")))
+            })
+            .collect()
     }
 
     /// Makes one blob present in the target repository.
@@ -95,16 +173,19 @@ impl Client {
             .map(|(_, repo)| repo.as_str())
             .collect();
         if same_registry.is_empty() {
-            if let Some((r, repo)) = blob.sources.iter().find(|(r, _)| r != registry) {
+            let Some((r, repo)) = blob.sources.iter().find(|(r, _)| r != registry) else {
+                bail!(
+                    "it is in none of the document's other repositories, so there is nowhere to mount it from"
+                );
+            };
+            if p.no_copy {
                 bail!(
                     "it is only in {r}/{repo}, on another registry; a blob cannot be mounted across registries \
-                     and image-rebase does not copy layer data: copy the new base into {registry} first \
-                     (e.g. with skopeo copy) and name that copy as the new base"
+                     and --no-copy forbids copying layer data: copy the new base into {registry} first \
+                     (e.g. with skopeo copy) and name that copy as the new base, or leave out --no-copy"
                 );
             }
-            bail!(
-                "it is in none of the document's other repositories, so there is nowhere to mount it from"
-            );
+            return self.cross(p, blob, (r, repo));
         }
         self.once_per_blob(p, digest, || {
             if p.dry_run {
@@ -113,20 +194,108 @@ impl Client {
                 return Ok(if there { Placed::Present } else { Placed::Mounted });
             }
             // A mount of a blob the repository has already succeeds too: no HEAD first.
+            let mut session = None;
             for from in &same_registry {
-                if self.mount_blob(registry, repository, digest, from)? == Mount::Mounted {
+                let (mount, opened) =
+                    self.mount_or_session(registry, repository, digest, from, !p.no_copy)?;
+                if mount == Mount::Mounted {
                     return Ok(Placed::Mounted);
+                }
+                if let Some(old) = std::mem::replace(&mut session, opened) {
+                    let _ = self.transport.send(registry, "DELETE", &old, &[], None);
                 }
             }
             if self.blob_exists(registry, repository, digest)? {
+                self.abandon(registry, session, anyhow::anyhow!("present"));
                 return Ok(Placed::Present);
             }
-            bail!(
-                "the registry did not mount it from {} (it is missing there, or the registry does not allow \
-                 cross-repository mounts); image-rebase does not copy layer data",
-                same_registry.join(", ")
-            )
+            if p.no_copy {
+                bail!(
+                    "the registry did not mount it from {} (it is missing there, or the registry does not allow \
+                     cross-repository mounts), and --no-copy forbids copying layer data",
+                    same_registry.join(", ")
+                )
+            }
+            self.copy_into(p, blob, (registry, same_registry[0]), Why::MountRefused, session)
         })
+    }
+
+    /// Makes present a blob that is only on another registry: the first repository of the
+    /// run that needs it on this registry gets a copy; every other one mounts it from
+    /// there (and gets a copy of its own only if the registry will not mount).
+    fn cross(&self, p: &Push, blob: &Blob, from: (&str, &str)) -> Result<Placed> {
+        let dry = if p.dry_run { "dry run " } else { "" };
+        let key = format!("{dry}{}@{}", p.registry, blob.digest);
+        let mut placed = None;
+        let (home, first) = self.crossed.get_or_try(key, || {
+            placed = Some(self.once_per_blob(p, &blob.digest, || {
+                self.copy_into(p, blob, from, Why::OtherRegistry, None)
+            })?);
+            Ok(p.repository.to_string())
+        })?;
+        if first {
+            return Ok(placed.expect("the first caller placed it"));
+        }
+        if home == p.repository {
+            return Ok(Placed::Present);
+        }
+        self.once_per_blob(p, &blob.digest, || {
+            let (registry, repository) = (p.registry, p.repository);
+            if p.dry_run {
+                return Ok(Placed::Mounted);
+            }
+            let (mount, session) =
+                self.mount_or_session(registry, repository, &blob.digest, &home, true)?;
+            if mount == Mount::Mounted {
+                return Ok(Placed::Mounted);
+            }
+            if self.blob_exists(registry, repository, &blob.digest)? {
+                self.abandon(registry, session, anyhow::anyhow!("present"));
+                return Ok(Placed::Present);
+            }
+            self.copy_into(p, blob, from, Why::OtherRegistry, session)
+        })
+    }
+
+    /// Copies a blob into the target repository unless it is there already (a dry run:
+    /// says whether it would be copied).
+    fn copy_into(
+        &self,
+        p: &Push,
+        blob: &Blob,
+        from: (&str, &str),
+        why: Why,
+        session: Option<String>,
+    ) -> Result<Placed> {
+        let (registry, repository) = (p.registry, p.repository);
+        let copied = Placed::Copied(Copied {
+            bytes: blob.size,
+            from: from.0.to_string(),
+            why,
+        });
+        // A session kept from a refused mount means the blob was just looked for.
+        if session.is_none() && self.blob_exists(registry, repository, &blob.digest)? {
+            return Ok(Placed::Present);
+        }
+        if p.dry_run {
+            return Ok(copied);
+        }
+        self.copy_blob(
+            &Copy {
+                from,
+                to: (registry, repository),
+                digest: &blob.digest,
+                size: blob.size,
+            },
+            session,
+        )
+        .with_context(|| {
+            format!(
+                "copying it ({} bytes) from {}/{} to {registry}/{repository}",
+                blob.size, from.0, from.1
+            )
+        })?;
+        Ok(copied)
     }
 
     /// Uploads a new blob once per repository and run, however many images share it (tags
@@ -201,7 +370,8 @@ impl Client {
         }
     }
 
-    /// Mounts or uploads again, bypassing the run's record, each blob the target lacks now.
+    /// Mounts, copies or uploads again, bypassing the run's record, each blob the target
+    /// lacks now.
     fn replace_missing(&self, p: &Push) -> Result<()> {
         let (registry, repository) = (p.registry, p.repository);
         if let Some((digest, bytes)) = p.upload
@@ -213,14 +383,32 @@ impl Client {
             if self.blob_exists(registry, repository, &blob.digest)? {
                 continue;
             }
+            let mut mounted = false;
             for (_, from) in blob
                 .sources
                 .iter()
                 .filter(|(r, repo)| r == registry && repo != repository)
             {
                 if self.mount_blob(registry, repository, &blob.digest, from)? == Mount::Mounted {
+                    mounted = true;
                     break;
                 }
+            }
+            // Where no mount does, copied again (a copy is what placed it the first time).
+            if let (false, false, Some((r, repo))) = (
+                mounted,
+                p.no_copy,
+                blob.sources
+                    .iter()
+                    .find(|(r, repo)| r != registry || repo != repository),
+            ) {
+                let c = Copy {
+                    from: (r, repo),
+                    to: (registry, repository),
+                    digest: &blob.digest,
+                    size: blob.size,
+                };
+                self.copy_blob(&c, None)?;
             }
         }
         Ok(())
@@ -286,6 +474,7 @@ mod tests {
             manifest: &img.manifest,
             blobs: vec![Blob {
                 digest: img.layer.clone(),
+                size: 14,
                 what: "layer",
                 sources: sources
                     .iter()
@@ -294,6 +483,7 @@ mod tests {
             }],
             upload: Some((&img.config_digest, &img.config)),
             dry_run: false,
+            no_copy: false,
         }
     }
 
@@ -568,17 +758,18 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_only_on_another_registry_is_refused_with_a_message_saying_another_registry() {
+    fn with_no_copy_a_layer_only_on_another_registry_is_refused_with_a_message_saying_another_registry()
+     {
         let fake = Fake::start();
         let img = image(&fake);
         // Another registry's name; it is never contacted (and is loopback if it were).
         let elsewhere = [("127.0.0.1:1", "base")];
-        let err = fake
-            .client()
-            .push(&push(&fake, &img, "1", &elsewhere))
-            .unwrap_err();
+        let mut p = push(&fake, &img, "1", &elsewhere);
+        p.no_copy = true;
+        let err = fake.client().push(&p).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("another registry"), "{msg}");
+        assert!(msg.contains("cannot be mounted across registries"), "{msg}");
         assert!(msg.contains("127.0.0.1:1/base"), "{msg}");
         assert!(
             msg.contains(&format!(
@@ -597,14 +788,13 @@ mod tests {
     }
 
     #[test]
-    fn a_registry_that_refuses_mounts_gives_the_did_not_mount_it_error() {
+    fn with_no_copy_a_registry_that_refuses_mounts_gives_the_did_not_mount_it_error() {
         let fake = Fake::start();
         let img = image(&fake);
         fake.refuse_mounts(true);
-        let err = fake
-            .client()
-            .push(&push(&fake, &img, "1", &from_base(&fake)))
-            .unwrap_err();
+        let mut p = push(&fake, &img, "1", &from_base(&fake));
+        p.no_copy = true;
+        let err = fake.client().push(&p).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("did not mount it from base"), "{msg}");
         let log = api_requests(&fake);
@@ -665,5 +855,210 @@ mod tests {
             1,
             "no retry needed"
         );
+    }
+
+    /// `img`'s layer is in `source`'s `base` only: the push to `target` must copy it.
+    fn elsewhere(source: &Fake) -> [(&str, &str); 1] {
+        [(source.addr(), "base")]
+    }
+
+    fn layer_gets(f: &Fake, img: &Image) -> usize {
+        f.count("GET", &format!("/v2/base/blobs/{}", img.layer))
+    }
+
+    #[test]
+    fn a_layer_only_on_another_registry_is_copied_from_it_and_reported_with_its_bytes() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        let report = target
+            .client()
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap();
+        assert_eq!(
+            report.blobs[0],
+            (
+                img.layer.clone(),
+                Placed::Copied(Copied {
+                    bytes: 14,
+                    from: source.addr().to_string(),
+                    why: Why::OtherRegistry
+                })
+            )
+        );
+        assert!(target.has_blob("app", &img.layer));
+        assert_eq!(target.manifest("app", "1"), Some(img.manifest.clone()));
+        assert_eq!(layer_gets(&source, &img), 1);
+        let writes: Vec<Request> = source
+            .requests()
+            .into_iter()
+            .filter(Request::writes)
+            .collect();
+        assert!(writes.is_empty(), "the source is only read: {writes:#?}");
+    }
+
+    #[test]
+    fn a_layer_crosses_into_a_registry_once_per_run_and_other_repositories_mount_it() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        let client = target.client();
+        let first = client
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap();
+        let mut p = push(&target, &img, "1", &elsewhere(&source));
+        p.repository = "app2";
+        let second = client.push(&p).unwrap();
+        assert!(matches!(first.blobs[0].1, Placed::Copied(_)), "{first:?}");
+        assert_eq!(second.blobs[0].1, Placed::Mounted, "{second:?}");
+        assert_eq!(layer_gets(&source, &img), 1, "read from the source once");
+        let mounts: Vec<Request> = target
+            .requests()
+            .into_iter()
+            .filter(|r| r.param("mount").is_some())
+            .collect();
+        assert_eq!(mounts.len(), 1, "{mounts:#?}");
+        assert_eq!(mounts[0].param("from").as_deref(), Some("app"));
+        assert!(target.has_blob("app2", &img.layer));
+        assert_eq!(target.manifest("app2", "1"), Some(img.manifest.clone()));
+    }
+
+    #[test]
+    fn a_source_whose_bytes_do_not_match_the_digest_fails_the_copy_and_nothing_is_written() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        // Same length, other bytes.
+        source.put_blob_raw("base", &img.layer, b"the bad layer!");
+        let err = target
+            .client()
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&format!("not to {}", img.layer)), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "copying it (14 bytes) from {}/base",
+                source.addr()
+            )),
+            "{msg}"
+        );
+        assert!(!target.has_blob("app", &img.layer));
+        assert_eq!(target.manifest("app", "1"), None);
+        assert_eq!(layer_gets(&source, &img), 1, "a lie is not asked again");
+    }
+
+    #[test]
+    fn a_source_that_serves_another_size_than_the_descriptor_is_refused() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        source.put_blob_raw("base", &img.layer, b"a longer layer than said");
+        let err = target
+            .client()
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("serves it as 24 bytes, but the manifest says it is 14"),
+            "{msg}"
+        );
+        assert_eq!(target.manifest("app", "1"), None);
+    }
+
+    #[test]
+    fn a_dry_run_reports_the_copy_with_its_bytes_and_reads_no_layer() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        let mut p = push(&target, &img, "1", &elsewhere(&source));
+        p.dry_run = true;
+        let report = target.client().push(&p).unwrap();
+        assert!(
+            matches!(&report.blobs[0].1, Placed::Copied(c) if c.bytes == 14),
+            "{report:?}"
+        );
+        assert_eq!(layer_gets(&source, &img), 0);
+        for f in [&target, &source] {
+            let writes: Vec<Request> = f.requests().into_iter().filter(Request::writes).collect();
+            assert!(writes.is_empty(), "{writes:#?}");
+        }
+    }
+
+    #[test]
+    fn a_registry_that_refuses_mounts_gets_a_copy_in_the_upload_session_the_mount_opened() {
+        let fake = Fake::start();
+        let img = image(&fake);
+        fake.refuse_mounts(true);
+        let report = fake
+            .client()
+            .push(&push(&fake, &img, "1", &from_base(&fake)))
+            .unwrap();
+        assert_eq!(
+            report.blobs[0].1,
+            Placed::Copied(Copied {
+                bytes: 14,
+                from: fake.addr().to_string(),
+                why: Why::MountRefused
+            })
+        );
+        assert_eq!(fake.manifest("app", "1"), Some(img.manifest.clone()));
+        let log = api_requests(&fake);
+        assert!(!log.iter().any(|r| r.method == "DELETE"), "{log:#?}");
+        // The mount's POST and the config's: no other upload start.
+        assert_eq!(
+            log.iter()
+                .filter(|r| r.method == "POST" && r.path == "/v2/app/blobs/uploads/")
+                .count(),
+            2,
+            "{log:#?}"
+        );
+        assert_eq!(
+            fake.count("GET", &format!("/v2/base/blobs/{}", img.layer)),
+            1
+        );
+    }
+
+    #[test]
+    fn several_layers_copy_at_once_and_the_report_keeps_their_order() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        let layers: Vec<(Digest, usize)> = (0..6)
+            .map(|i| {
+                let bytes = format!("layer number {i}").into_bytes();
+                (source.put_blob("base", &bytes), bytes.len())
+            })
+            .collect();
+        let mut p = push(&target, &img, "1", &elsewhere(&source));
+        let mut layers = layers;
+        layers.insert(0, (img.layer.clone(), 14));
+        p.blobs = layers
+            .iter()
+            .map(|(d, n)| Blob {
+                digest: d.clone(),
+                size: *n as u64,
+                what: "layer",
+                sources: vec![(source.addr().to_string(), "base".to_string())],
+            })
+            .collect();
+        let report = target.client().push(&p).unwrap();
+        for (d, _) in &layers {
+            assert!(target.has_blob("app", d));
+        }
+        let order: Vec<&Digest> = report.blobs.iter().map(|(d, _)| d).collect();
+        let want: Vec<&Digest> = layers
+            .iter()
+            .map(|(d, _)| d)
+            .chain([&img.config_digest])
+            .collect();
+        assert_eq!(order, want);
+    }
+
+    #[test]
+    fn a_copied_layer_lost_before_the_manifest_put_is_copied_again() {
+        let (target, source) = (Fake::start(), Fake::start());
+        let img = image(&source);
+        target.lose_blob_on_next("PUT", "/v2/app/manifests/", "app", &img.layer);
+        target
+            .client()
+            .push(&push(&target, &img, "1", &elsewhere(&source)))
+            .unwrap();
+        assert_eq!(target.manifest("app", "1"), Some(img.manifest.clone()));
+        assert_eq!(layer_gets(&source, &img), 2);
     }
 }

@@ -221,6 +221,49 @@ impl Transport {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
+        self.send_authenticated(registry, method, target, true, |url, authorization| {
+            self.http
+                .send_with_retries(method, url, headers, authorization, body)
+        })
+    }
+
+    /// Sends one request of a blob copy (see `Http::send_stream`): a GET of the blob,
+    /// asked again with a wider token after a 401 as `send` does; or an upload whose body
+    /// is read as it is sent, sent once (the upload's start got the token it needs).
+    pub fn send_stream(
+        &self,
+        registry: &str,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&mut dyn std::io::Read>,
+        deadline: Duration,
+    ) -> Result<ureq::Response> {
+        let mut body = body;
+        let repeatable = body.is_none();
+        self.send_authenticated(
+            registry,
+            method,
+            target,
+            repeatable,
+            |url, authorization| {
+                let body = body.take().map(|b| b as &mut dyn std::io::Read);
+                self.http
+                    .send_stream(method, url, headers, authorization, body, deadline)
+            },
+        )
+    }
+
+    /// Runs `perform` (one request to `target` on `registry`) with the Authorization the
+    /// registry asks for, and once more with a wider token after a 401 when `repeatable`.
+    fn send_authenticated(
+        &self,
+        registry: &str,
+        method: &str,
+        target: &str,
+        repeatable: bool,
+        mut perform: impl FnMut(&str, Option<&Secret>) -> Result<ureq::Response>,
+    ) -> Result<ureq::Response> {
         let state = self.state(registry)?;
         let url = self.resolve(registry, target)?;
         let scopes = scopes_for(method, &url);
@@ -236,10 +279,8 @@ impl Transport {
             } else {
                 None
             };
-            let resp =
-                self.http
-                    .send_with_retries(method, &url, headers, authorization.as_ref(), body)?;
-            if resp.status() != 401 || asked_again {
+            let resp = perform(&url, authorization.as_ref())?;
+            if resp.status() != 401 || asked_again || !repeatable {
                 return Ok(resp);
             }
             let Some(challenge) = resp
@@ -353,6 +394,11 @@ impl Transport {
             }
             _ => Err(status_error(resp, "the token service failed")),
         }
+    }
+
+    /// Whether every request is logged.
+    pub fn verbose(&self) -> bool {
+        self.http.verbose
     }
 
     /// See `Http::retry_cut_body`.
