@@ -18,17 +18,11 @@
 # Needs what scripts/install-deps.sh installs, and GNU time.
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+script_messages bench-copy
 
-die() {
-	echo "bench-copy: $*" >&2
-	exit 1
-}
-say() { printf 'bench-copy: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
-usage() {
-	sed -n '/^#   scripts\/bench-copy.sh/,/^#   --keep/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-	exit "${1:-2}"
-}
 
 size=256 rounds=3 keep=0 out=""
 while (($# > 0)); do
@@ -47,8 +41,6 @@ done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 out=${out:-$target_dir/bench-copy-report.txt}
 bin=$target_dir/release/image-rebase

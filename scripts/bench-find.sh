@@ -19,16 +19,10 @@
 # Everything is on 127.0.0.1. Needs what scripts/install-deps.sh installs.
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+script_messages bench-find
 
-die() {
-	echo "bench-find: $*" >&2
-	exit 1
-}
-say() { printf 'bench-find: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-usage() {
-	sed -n '/^#   scripts\/bench-find.sh/,/^#   --keep/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-	exit "${1:-2}"
-}
 
 repos=1100 per=2 jobs_list="1 8" rounds=3 out="" keep=0
 while (($# > 0)); do
@@ -52,8 +46,6 @@ count=$((repos * per))
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 out=${out:-$root/target/bench-find-report.txt}
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
 [[ -x /usr/bin/docker-registry ]] || die "docker-registry is missing: run scripts/install-deps.sh"
 
 say "building (cargo build --release, and the ceiling example)"

@@ -29,16 +29,10 @@
 # of distinct images at --fleet-rtt against examples/ceiling.rs through the same proxy.
 # Every process it starts is stopped by its PID on exit; everything runs on 127.0.0.1.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+script_messages bench-latency
 
-die() {
-	echo "bench-latency: $*" >&2
-	exit 1
-}
-say() { printf 'bench-latency: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-usage() {
-	sed -n '/^# Usage:/,/^#   --keep/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-	exit "${1:-2}"
-}
 
 quick=0 keep=0 fleet=1 out="" rtts="" runs="" fleet_count="" fleet_jobs="" fleet_rtt=50
 while (($# > 0)); do
@@ -76,8 +70,6 @@ done
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 out=${out:-$root/target/bench-latency-report.txt}
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
 
 scripts/install-deps.sh
 command -v curl >/dev/null || die "curl is needed (marks in the registry's log over TLS)"

@@ -31,18 +31,11 @@
 # scripts/install-deps.sh installs, and GNU time (installed here if missing).
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+script_messages bench
 
-die() {
-	echo "bench: $*" >&2
-	exit 1
-}
-say() { printf 'bench: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
-# usage [STATUS]
-usage() {
-	sed -n '/^#   scripts\/bench.sh/,/^#   --keep/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-	exit "${1:-2}"
-}
 
 count="" baseline="" quick=0 keep=0 rounds=1 out=""
 jobs_list="1 4 8 16" backends="filesystem inmemory" big_backends="inmemory"
@@ -88,8 +81,6 @@ done
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 out=${out:-$root/target/bench-report.txt}
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
 
 scripts/install-deps.sh
 

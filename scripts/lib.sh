@@ -30,6 +30,24 @@ _lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Every timestamp in test images: pinned so that digests are the same run to run.
 FIXTURE_TIME=2020-01-01T00:00:00Z
 
+# script_messages NAME: defines die (message, exit 1), say (a progress message with the
+# seconds so far) and usage (the calling script's header, from its "# Usage:" or
+# "#   scripts/NAME.sh" line to its "#   --keep" line; exit status $1, default 2) for the
+# script NAME.
+# shellcheck disable=SC2317 # the functions are called by the script, not here
+script_messages() {
+	_script=$1
+	die() {
+		echo "$_script: $*" >&2
+		exit 1
+	}
+	say() { printf '%s: [%4ds] %s\n' "$_script" "$SECONDS" "$*" >&2; }
+	usage() {
+		sed -n "/^# Usage:\$\|^#   scripts\/$_script.sh/,/^#   --keep/p" "$0" | sed 's/^# \{0,1\}//' >&2
+		exit "${1:-2}"
+	}
+}
+
 _lib_die() {
 	echo "lib.sh: $*" >&2
 	return 1
