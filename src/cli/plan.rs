@@ -1,6 +1,7 @@
 //! The plan `rebase --dry-run` prints: one fact a line, a block per platform.
 
 use crate::document::{Document, FoundBy, ImageSection, Pushed, Role, Unit};
+use crate::oci::digest::Digest;
 use crate::ops::rebase::final_pushed;
 use anyhow::Result;
 use std::io::Write;
@@ -69,13 +70,6 @@ fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
             "result:     already on the new base, nothing to rebase"
         )?;
     }
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
     writeln!(
         out,
         "config:     from the new base: {}",
@@ -89,22 +83,36 @@ fn plan_unit(unit: &Unit, out: &mut impl Write) -> Result<()> {
         )?;
     }
     if let Some(pushed) = &unit.pushed {
-        let digests =
-            |v: &[crate::oci::digest::Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-        writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
-        writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
-        writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;
-        if !pushed.copied.is_empty() {
-            writeln!(
-                out,
-                "copy:       {} ({} blobs, {} bytes)",
-                list(&digests(&pushed.copied)),
-                pushed.copied.len(),
-                pushed.copied_bytes
-            )?;
-        }
+        plan_blobs(pushed, out)?;
     }
     Ok(())
+}
+
+/// What the push does (or would do) with each blob.
+fn plan_blobs(pushed: &Pushed, out: &mut impl Write) -> Result<()> {
+    let digests = |v: &[Digest]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    writeln!(out, "mount:      {}", list(&digests(&pushed.mounted)))?;
+    writeln!(out, "present:    {}", list(&digests(&pushed.present)))?;
+    writeln!(out, "upload:     {}", list(&digests(&pushed.uploaded)))?;
+    if !pushed.copied.is_empty() {
+        writeln!(
+            out,
+            "copy:       {} ({} blobs, {} bytes)",
+            list(&digests(&pushed.copied)),
+            pushed.copied.len(),
+            pushed.copied_bytes
+        )?;
+    }
+    Ok(())
+}
+
+/// Items joined by commas, or "none".
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn plan_target(pushed: &Pushed, out: &mut impl Write) -> Result<()> {

@@ -146,25 +146,13 @@ fn put_index(
     args: &PushOptions,
 ) -> Result<(NewIndex, Pushed)> {
     let new = new_index(doc, ix, args)?;
-    let (registry, repository) = args
-        .to
-        .clone()
-        .unwrap_or_else(|| (ix.registry.clone(), ix.repository.clone()));
-    let target = Target {
-        registry,
-        repository,
-        tag: args.tag.clone().or(ix.tag.clone()),
-        extra: Map::new(),
-    };
-    let bytes = if new.changed {
-        serde_json::to_vec(&new.manifest)?
+    let target = index_target(ix, args);
+    let (bytes, digest, size) = if new.changed {
+        let bytes = serde_json::to_vec(&new.manifest)?;
+        let (digest, size) = (Digest::of(&bytes), bytes.len() as u64);
+        (bytes, digest, size)
     } else {
-        Vec::new()
-    };
-    let (digest, size) = if new.changed {
-        (Digest::of(&bytes), bytes.len() as u64)
-    } else {
-        (ix.digest.clone(), ix.size)
+        (Vec::new(), ix.digest.clone(), ix.size)
     };
     let mut pushed = new_pushed(&target, &digest, &ix.media_type, size, &digest);
     pushed.dry_run = args.dry_run;
@@ -202,6 +190,21 @@ fn put_index(
         write_index(client, &target, &ix.media_type, &bytes, args.no_copy)?;
     }
     Ok((new, pushed))
+}
+
+/// Where the new index goes: the index's own repository, or `--tag`'s; its tag, or
+/// `--tag`'s.
+fn index_target(ix: &IndexSection, args: &PushOptions) -> Target {
+    let (registry, repository) = args
+        .to
+        .clone()
+        .unwrap_or_else(|| (ix.registry.clone(), ix.repository.clone()));
+    Target {
+        registry,
+        repository,
+        tag: args.tag.clone().or(ix.tag.clone()),
+        extra: Map::new(),
+    }
 }
 
 /// Puts an index under the target: every manifest it lists is there already.
@@ -525,30 +528,7 @@ fn retag(
         pushed.unchanged = true;
         return Ok(pushed);
     }
-    // Foreign (non-distributable) layers live at their URLs, not in the registry.
-    let source = vec![(image.registry.clone(), image.repository.clone())];
-    let mut blobs = Vec::new();
-    let config = image
-        .manifest
-        .get("config")
-        .context("the image's manifest has no config")?;
-    for (what, descriptor) in image::layers(&image.manifest)?
-        .iter()
-        .filter(|l| !is_foreign(l))
-        .map(|l| ("layer", l))
-        .chain([("config", config)])
-    {
-        let digest = descriptor
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .with_context(|| format!("a {what} has no digest"))?;
-        blobs.push(Blob {
-            digest: digest.parse()?,
-            size: size_of(descriptor)?,
-            what,
-            sources: source.clone(),
-        });
-    }
+    let blobs = image_blobs(image)?;
     let bytes = if args.dry_run {
         Vec::new()
     } else {
@@ -570,6 +550,35 @@ fn retag(
     })?;
     notes.extend(record(&mut pushed, report, args.dry_run));
     Ok(pushed)
+}
+
+/// Every blob of an image, to be placed in the target from the image's repository; but
+/// foreign (non-distributable) layers, which live at their URLs, not in the registry.
+fn image_blobs(image: &ImageSection) -> Result<Vec<Blob>> {
+    let source = vec![(image.registry.clone(), image.repository.clone())];
+    let config = image
+        .manifest
+        .get("config")
+        .context("the image's manifest has no config")?;
+    let mut blobs = Vec::new();
+    for (what, descriptor) in image::layers(&image.manifest)?
+        .iter()
+        .filter(|l| !is_foreign(l))
+        .map(|l| ("layer", l))
+        .chain([("config", config)])
+    {
+        let digest = descriptor
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .with_context(|| format!("a {what} has no digest"))?;
+        blobs.push(Blob {
+            digest: digest.parse()?,
+            size: size_of(descriptor)?,
+            what,
+            sources: source.clone(),
+        });
+    }
+    Ok(blobs)
 }
 
 /// The image or index a push comes from.
