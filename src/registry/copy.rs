@@ -8,7 +8,7 @@ use super::error::ConnectError;
 use super::http::MAX_ATTEMPTS;
 use super::{Client, RegistryError, api_path};
 use crate::oci::digest::{Digest, Hasher};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -136,47 +136,10 @@ impl Client {
     ) -> Result<()> {
         let ((from_registry, from_repository), (to_registry, to_repository)) = (c.from, c.to);
         let source = format!("{from_registry}/{from_repository}");
-        if c.size == 0 && c.digest != &Digest::of(b"") {
-            let e = anyhow!(
-                "the manifest says it is empty, but {} is not the digest of no bytes",
-                c.digest
-            );
-            return Err(self.abandon(to_registry, session, e));
-        }
-        // A redirect to other storage (S3, a CDN) is followed without the registry's
-        // credentials (the agent never sends Authorization to a redirect).
-        let path = api_path(from_repository, "blobs", c.digest.as_str())?;
-        let get = self
-            .transport
-            .send_stream(from_registry, "GET", &path, &[], None, deadline)
-            .with_context(|| format!("reading it from {source}"));
-        let resp = match get {
+        let resp = match self.open_source(c, &source, deadline) {
             Ok(resp) => resp,
             Err(e) => return Err(self.abandon(to_registry, session, e)),
         };
-        if resp.status() != 200 {
-            let e = self
-                .transport
-                .status_error(
-                    from_registry,
-                    "GET",
-                    resp,
-                    "the registry refused the blob request",
-                )
-                .context(format!("reading it from {source}"));
-            return Err(self.abandon(to_registry, session, e));
-        }
-        if let Some(len) = resp
-            .header("Content-Length")
-            .and_then(|l| l.parse::<u64>().ok())
-            && len != c.size
-        {
-            let e = anyhow!(
-                "{source} serves it as {len} bytes, but the manifest says it is {} bytes; nothing was copied",
-                c.size
-            );
-            return Err(self.abandon(to_registry, session, e));
-        }
         let mut body = Verified {
             inner: resp.into_reader(),
             hasher: Hasher::default(),
@@ -204,6 +167,47 @@ impl Client {
         })
     }
 
+    /// The source registry's answer to the blob's GET, its length checked against the
+    /// descriptor's size (its bytes are checked as they are read).
+    fn open_source(&self, c: &Copy, source: &str, deadline: Duration) -> Result<ureq::Response> {
+        let (from_registry, from_repository) = c.from;
+        if c.size == 0 && c.digest != &Digest::of(b"") {
+            bail!(
+                "the manifest says it is empty, but {} is not the digest of no bytes",
+                c.digest
+            );
+        }
+        // A redirect to other storage (S3, a CDN) is followed without the registry's
+        // credentials (the agent never sends Authorization to a redirect).
+        let path = api_path(from_repository, "blobs", c.digest.as_str())?;
+        let resp = self
+            .transport
+            .send_stream(from_registry, "GET", &path, &[], None, deadline)
+            .with_context(|| format!("reading it from {source}"))?;
+        if resp.status() != 200 {
+            return Err(self
+                .transport
+                .status_error(
+                    from_registry,
+                    "GET",
+                    resp,
+                    "the registry refused the blob request",
+                )
+                .context(format!("reading it from {source}")));
+        }
+        if let Some(len) = resp
+            .header("Content-Length")
+            .and_then(|l| l.parse::<u64>().ok())
+            && len != c.size
+        {
+            bail!(
+                "{source} serves it as {len} bytes, but the manifest says it is {} bytes; nothing was copied",
+                c.size
+            );
+        }
+        Ok(resp)
+    }
+
     /// Sends the blob from `body` into the upload at `location`: one PUT with its length,
     /// or chunks where the registry asks for them (`OCI-Chunk-Min-Length`).
     fn upload_from(
@@ -214,43 +218,10 @@ impl Client {
         deadline: Duration,
         body: &mut Verified<impl Read>,
     ) -> Result<()> {
-        let chunk = self.chunk_size(registry);
-        let mut location = location.to_string();
-        let mut sent = 0u64;
-        if let Some(chunk) = chunk {
-            while sent < c.size {
-                let n = chunk.min(c.size - sent);
-                let range = format!("{sent}-{}", sent + n - 1);
-                let len = n.to_string();
-                let headers = [
-                    ("Content-Type", "application/octet-stream"),
-                    ("Content-Length", len.as_str()),
-                    ("Content-Range", range.as_str()),
-                ];
-                let mut part = (&mut *body).take(n);
-                let resp = self.transport.send_stream(
-                    registry,
-                    "PATCH",
-                    &location,
-                    &headers,
-                    Some(&mut part),
-                    deadline,
-                )?;
-                let resp = self.expect(
-                    resp,
-                    registry,
-                    "PATCH",
-                    202,
-                    "the registry refused a chunk of the upload",
-                )?;
-                location = self.transport.resolve(
-                    registry,
-                    resp.header("Location")
-                        .context("the registry took a chunk without a Location")?,
-                )?;
-                sent += n;
-            }
-        }
+        let (mut location, sent) = match self.chunk_size(registry) {
+            Some(chunk) => self.send_chunks(registry, location, c, chunk, deadline, body)?,
+            None => (location.to_string(), 0),
+        };
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(&format!("digest={}", c.digest));
         let len = (c.size - sent).to_string();
@@ -278,9 +249,57 @@ impl Client {
             .and_then(|h| h.parse::<Digest>().ok())
             && &h != c.digest
         {
-            anyhow::bail!("the registry stored the blob as {h} but it is {}", c.digest);
+            bail!("the registry stored the blob as {h} but it is {}", c.digest);
         }
         Ok(())
+    }
+
+    /// Sends all but the last part of the blob in PATCH chunks of `chunk` bytes; the
+    /// upload's location after them and the bytes sent.
+    fn send_chunks(
+        &self,
+        registry: &str,
+        location: &str,
+        c: &Copy,
+        chunk: u64,
+        deadline: Duration,
+        body: &mut Verified<impl Read>,
+    ) -> Result<(String, u64)> {
+        let mut location = location.to_string();
+        let mut sent = 0u64;
+        while sent < c.size {
+            let n = chunk.min(c.size - sent);
+            let range = format!("{sent}-{}", sent + n - 1);
+            let len = n.to_string();
+            let headers = [
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Length", len.as_str()),
+                ("Content-Range", range.as_str()),
+            ];
+            let mut part = (&mut *body).take(n);
+            let resp = self.transport.send_stream(
+                registry,
+                "PATCH",
+                &location,
+                &headers,
+                Some(&mut part),
+                deadline,
+            )?;
+            let resp = self.expect(
+                resp,
+                registry,
+                "PATCH",
+                202,
+                "the registry refused a chunk of the upload",
+            )?;
+            location = self.transport.resolve(
+                registry,
+                resp.header("Location")
+                    .context("the registry took a chunk without a Location")?,
+            )?;
+            sent += n;
+        }
+        Ok((location, sent))
     }
 
     /// The chunk size for uploads to `registry` if it wants chunks (learnt from the
