@@ -10,32 +10,31 @@ pub const EXIT_NOT_BASED: u8 = 1;
 /// Exit status: any other error.
 pub const EXIT_ERROR: u8 = 2;
 
+/// An error that is its message: `Display` writes it, and it is an `Error`.
+macro_rules! message_error {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
 /// The image cannot be split at the given base. Carried in an `anyhow::Error` chain and
 /// turned into exit status 1 by `main`.
 #[derive(Debug)]
 pub struct NotBased(pub String);
-
-impl fmt::Display for NotBased {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotBased {}
+message_error!(NotBased);
 
 /// The rebase is refused by a contract: a label that must stay the same between the old
 /// and the new base differs, or the image is labelled not rebasable. Exit status 1, as
 /// `NotBased`: the image is left as it is, and a fleet run reports it `skipped`.
 #[derive(Debug)]
 pub struct Refused(pub String);
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
+message_error!(Refused);
 
 /// The exit status for an error: 1 when any error in its chain is `NotBased` or
 /// `Refused`.

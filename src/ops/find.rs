@@ -287,12 +287,10 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn verdict(&self, r: &Reference, digest: &Digest, nested: bool) -> Result<Verdict> {
-        self.verdict_of(r, digest, nested, None)
-    }
-
-    /// `verdict`, with the manifest when it was fetched already (by tag).
-    fn verdict_of(
+    /// What the manifest `digest` in `r`'s repository is, judged once per run (see
+    /// `Cell`); `nested`: an index's entry; `fetched`: the manifest, when it was fetched
+    /// already (by tag). Also counts the tags whose manifest was seen before.
+    fn verdict(
         &self,
         r: &Reference,
         digest: &Digest,
@@ -384,7 +382,7 @@ impl<'a> Walker<'a> {
         };
         let mut platforms = vec![];
         for (p, d) in children(manifest)? {
-            match self.verdict(r, &d, true)? {
+            match self.verdict(r, &d, true, None)? {
                 Verdict::Image(on) => platforms.push((p, on)),
                 Verdict::Index { .. } => bail!(
                     "the index entry {d} is itself an index; nested indexes are not supported"
@@ -475,7 +473,7 @@ impl<'a> Walker<'a> {
                 })?;
             (digest, None)
         };
-        let verdict = self.verdict_of(&r, &digest, false, fetched)?;
+        let verdict = self.verdict(&r, &digest, false, fetched)?;
         let Some(mut d) = self.dependent(&verdict) else {
             return Ok(None);
         };
