@@ -150,6 +150,7 @@ fn rebase_one(
         split: (&args.split).into(),
         push: args.push.options(g.registry.as_deref())?,
         same_labels: args.require_same_label.clone(),
+        found: None,
     };
     let explicit = explicit_credential(g, true)?;
     // Bases by tag once for the run: the rebase fetches them ahead, while the image is.

@@ -5,7 +5,7 @@
 //! printing the outcomes is the command line's part (`cli::fleet`).
 
 use crate::document::Document;
-use crate::error::{EXIT_NOT_BASED, NotBased, exit_status};
+use crate::error::{EXIT_NOT_BASED, exit_status};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -72,8 +72,6 @@ pub struct Planned {
     /// The image as the line names it.
     pub image: String,
     pub spec: Spec,
-    /// The digest the image's tag must still hold (`find` saw it there).
-    pub digest: Option<Digest>,
 }
 
 /// Reads each list line once: `(number, text)` pairs, comments and blank lines already
@@ -226,16 +224,15 @@ fn spec_of(d: &Defaults, line: &str) -> Result<Planned> {
         split,
         push,
         same_labels: d.same_labels.clone(),
+        found: entry
+            .digest
+            .as_deref()
+            .map(|s| s.parse::<Digest>().context("\"digest\""))
+            .transpose()?,
     };
-    let digest = entry
-        .digest
-        .as_deref()
-        .map(|s| s.parse::<Digest>().context("\"digest\""))
-        .transpose()?;
     Ok(Planned {
         image: entry.image,
         spec,
-        digest,
     })
 }
 
@@ -369,37 +366,11 @@ pub fn run_all<T: Sync, R: Send>(
     })
 }
 
-/// Why the line's image is no longer what `find` saw, if it is not: its tag moved to
-/// another manifest or went away (skipped), or cannot be checked (failed).
-fn moved(client: &Client, p: &Planned) -> Option<anyhow::Error> {
-    let want = p.digest.as_ref()?;
-    let image = &p.spec.image;
-    match client.head_manifest(image) {
-        Ok(Some(now)) if now == *want => None,
-        Ok(Some(now)) => Some(
-            NotBased(format!(
-                "{image} moved since it was found: it held {want}, it holds {now} now; find it again"
-            ))
-            .into(),
-        ),
-        Ok(None) => Some(
-            NotBased(format!(
-                "{image} moved since it was found: it held {want}, it holds nothing now"
-            ))
-            .into(),
-        ),
-        Err(e) => Some(e.context(format!("checking that {image} still holds {want}"))),
-    }
-}
-
 /// One line's outcome. A panic in one image is that image's failure, not the run's.
 fn rebase_line(client: &Client, l: &Line, dry_run: bool) -> Outcome {
     let mut notes = Vec::new();
     let (image, result) = match &l.spec {
         Ok(p) => {
-            if let Some(moved) = moved(client, p) {
-                return outcome_of(l.number, p.image.clone(), Err(moved), notes, dry_run);
-            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 rebase(client, &p.spec, &mut notes)
             }));
@@ -452,7 +423,7 @@ mod tests {
             same_labels: vec![],
         };
         let p = spec_of(&d, found).unwrap();
-        assert_eq!(p.digest, Some(Digest::of(b"")));
+        assert_eq!(p.spec.found, Some(Digest::of(b"")));
         assert_eq!(p.spec.platforms, [Platform::parse("linux/amd64").unwrap()]);
         assert!(p.spec.old_base.is_some());
         let bad = r#"{"image":"r/a:1","digest":"sha256:zz"}"#;

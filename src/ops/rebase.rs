@@ -2,6 +2,7 @@
 //! same functions the plumbing commands call.
 
 use crate::document::{Document, Pushed, Role};
+use crate::error::NotBased;
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
@@ -22,6 +23,9 @@ pub struct Spec {
     pub push: PushOptions,
     /// `--require-same-label`: labels that must be the same on the old and the new base.
     pub same_labels: Vec<String>,
+    /// The digest the image's tag must still hold (`find` saw it there); else the image
+    /// is skipped as moved.
+    pub found: Option<Digest>,
 }
 
 impl Spec {
@@ -126,7 +130,11 @@ fn fetch_image(
         for r in [&spec.old_base, &spec.new_base].into_iter().flatten() {
             scope.spawn(prefetch(r.clone()));
         }
-        fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts)?;
+        let fetched = fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts);
+        if let Some(want) = &spec.found {
+            unmoved(&spec.image, want, doc, fetched.as_ref().err())?;
+        }
+        fetched?;
         if spec.old_base.is_none() && spec.split.layers.is_none() {
             let annotated = fetch_manifest::detection_view(doc)
                 .ok()
@@ -137,6 +145,33 @@ fn fetch_image(
         }
         fetch_config::step(client, doc)
     })
+}
+
+/// Refuses (as not based: skipped) an image whose tag no longer holds the digest `find`
+/// saw there, or no longer exists. Checked on the manifest the rebase reads, so no
+/// request is added and nothing can move between the check and the read.
+fn unmoved(
+    image: &Reference,
+    want: &Digest,
+    doc: &Document,
+    fetch_error: Option<&anyhow::Error>,
+) -> Result<()> {
+    let gone = fetch_error.is_some_and(|e| {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<crate::registry::RegistryError>())
+            .any(|r| r.status == 404)
+    });
+    let now = match source_of(doc) {
+        Some((_, now)) if now == *want => return Ok(()),
+        Some((_, now)) => format!("it holds {now} now"),
+        None if gone => "it holds nothing now".to_string(),
+        // Another error: reported as it is.
+        None => return Ok(()),
+    };
+    Err(NotBased(format!(
+        "{image} moved since it was found: it held {want}, {now}; find it again"
+    ))
+    .into())
 }
 
 /// A base's manifest and, for a single image, its config, into the client's memo.
@@ -259,6 +294,7 @@ mod tests {
                 ..PushOptions::default()
             },
             same_labels: vec![],
+            found: None,
         }
     }
 
@@ -281,6 +317,46 @@ mod tests {
             .expect("the result is written");
         assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
         fake.most_in_flight()
+    }
+
+    /// A rebase of app:1 (on base:v1, or of app:gone, which does not exist) that `find`
+    /// saw holding `found`; the rebase's error, if any.
+    fn rebase_found(image_tag: &str, found: impl Fn(&Digest) -> Digest) -> Option<String> {
+        let fake = Fake::start();
+        image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        let app = image(&fake, "app:1", &["b1", "app"], json!({}));
+        let spec = Spec {
+            image: fake.r(&format!("app:{image_tag}")),
+            found: Some(found(&app)),
+            ..spec(&fake, Some("base:v1"))
+        };
+        let result = rebase(&fake.client(), &spec, &mut vec![]);
+        assert_eq!(
+            fake.count("HEAD", &format!("/v2/app/manifests/{image_tag}")),
+            0
+        );
+        result.err().map(|e| {
+            assert_eq!(crate::error::exit_status(&e), crate::error::EXIT_NOT_BASED);
+            format!("{e:#}")
+        })
+    }
+
+    #[test]
+    fn an_image_whose_tag_still_holds_what_find_saw_is_rebased() {
+        assert_eq!(rebase_found("1", |app| app.clone()), None);
+    }
+
+    #[test]
+    fn an_image_whose_tag_moved_or_went_since_find_saw_it_is_skipped() {
+        let other = Digest::of(b"another manifest");
+        let err = rebase_found("1", |_| other.clone()).expect("skipped");
+        assert!(
+            err.contains("moved since it was found") && err.contains("it holds sha256:"),
+            "{err}"
+        );
+        let err = rebase_found("gone", |_| other.clone()).expect("skipped");
+        assert!(err.contains("it holds nothing now"), "{err}");
     }
 
     #[test]
