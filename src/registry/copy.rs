@@ -104,7 +104,7 @@ impl Client {
             }
             match result {
                 Err(e) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
-                    let delay = Duration::from_millis(250 << (attempt - 1));
+                    let delay = super::http::backoff(attempt);
                     if self.transport.verbose() {
                         eprintln!(
                             "image-rebase: copying {}: {e:#}; retry {attempt} of {} in {:.2}s",

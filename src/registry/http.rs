@@ -171,7 +171,7 @@ impl Http {
 }
 
 /// How long to wait after attempt number `attempt` (from 1) failed: 250 ms, doubling.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 << (attempt - 1))
 }
 
