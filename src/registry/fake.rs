@@ -4,7 +4,7 @@
 //! checks a registry makes on a manifest PUT (every blob or child it lists is there). It
 //! records every request, and misbehaves on demand: an error answer to the next matching
 //! request, a blob lost just before one, mounts refused. A TLS ClientHello is closed at
-//! once, so the client's HTTPS attempt on loopback fails fast and it falls back to HTTP.
+//! once, and counted: a client asks a loopback registry in plain HTTP first.
 //! Every loop is bounded in count and time; the server stops (threads joined) on drop.
 
 use super::{Client, Options};
@@ -166,8 +166,7 @@ impl Fake {
         Reference::parse(&format!("{}/{name}", self.addr)).expect("a valid reference")
     }
 
-    /// A client with default options (HTTPS tried first, then plain HTTP on loopback)
-    /// but a short timeout.
+    /// A client with default options (plain HTTP first on loopback) but a short timeout.
     pub(crate) fn client(&self) -> Client {
         Client::new(Options {
             timeout: CLIENT_TIMEOUT,
@@ -868,12 +867,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fake_answers_the_ping_after_closing_a_tls_attempt() {
+    fn a_plain_registry_on_loopback_is_asked_in_plain_http_first() {
         let fake = Fake::start();
         let client = fake.client();
         assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
-        assert_eq!(fake.tls_attempts(), 1, "one HTTPS attempt first");
+        assert_eq!(fake.tls_attempts(), 0, "no HTTPS attempt");
         assert_eq!(fake.count("GET", "/v2/"), 1);
+    }
+
+    #[test]
+    fn a_400_in_plain_http_is_tried_in_https_and_stands_when_https_gets_no_answer() {
+        let fake = Fake::start();
+        fake.fail_next("GET", "/v2/", 400, "UNSUPPORTED");
+        let err = fake.client().head_manifest(&fake.r("app:1")).unwrap_err();
+        assert!(format!("{err:#}").contains("HTTP 400"), "{err:#}");
+        assert_eq!(fake.tls_attempts(), 1, "HTTPS tried after the 400");
     }
 
     #[test]

@@ -124,43 +124,69 @@ impl Transport {
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
+        let (base, resp) = self.first_answer(registry, |base, last| {
+            let url = format!("{base}/v2/");
+            if last {
+                self.http.send_with_retries("GET", &url, &[], None, None)
+            } else {
+                self.http.send_once("GET", &url, &[], None, None)
+            }
+        })?;
+        let url = format!("{base}/v2/");
+        let status = resp.status();
+        let challenge = resp
+            .header("WWW-Authenticate")
+            .and_then(auth::parse_challenge);
+        drain(resp);
+        match status {
+            200 => Ok((base, None)),
+            401 => Ok((base, challenge)),
+            404 => bail!("{registry} does not speak the registry API (GET {url} answered 404)"),
+            s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
+        }
+    }
+
+    /// The schemes to try for a registry, in order: on loopback plain HTTP first (a local
+    /// registry most often speaks it, and a failed TLS attempt costs two round trips),
+    /// elsewhere HTTPS, then plain HTTP only with --insecure.
+    fn schemes(&self, registry: &str) -> &'static [&'static str] {
+        if is_loopback_host(registry) {
+            &["http", "https"]
+        } else if self.options.insecure {
+            &["https", "http"]
+        } else {
+            &["https"]
+        }
+    }
+
+    /// Sends one request with `attempt` (given `scheme://host` and whether it is the last
+    /// scheme to try) on each of the registry's schemes until one answers; that scheme's
+    /// base and its answer. A plain-HTTP answer 400 is what a TLS server says to plain
+    /// HTTP: HTTPS is tried next, and the 400 stands only when HTTPS gets no answer.
+    fn first_answer(
+        &self,
+        registry: &str,
+        mut attempt: impl FnMut(&str, bool) -> Result<ureq::Response>,
+    ) -> Result<(String, ureq::Response)> {
         let host = if registry == crate::oci::reference::DOCKER_HUB {
             "registry-1.docker.io"
         } else {
             registry
         };
-        let schemes: &[&str] = if is_loopback_host(registry) || self.options.insecure {
-            &["https", "http"]
-        } else {
-            &["https"]
-        };
+        let schemes = self.schemes(registry);
         let mut failures = Vec::new();
+        let mut held = None;
         let mut certificate = false;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
-            let url = format!("{base}/v2/");
             let last = i + 1 == schemes.len();
-            let result = if last {
-                self.http.send_with_retries("GET", &url, &[], None, None)
-            } else {
-                self.http.send_once("GET", &url, &[], None, None)
-            };
-            match result {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let challenge = resp
-                        .header("WWW-Authenticate")
-                        .and_then(auth::parse_challenge);
-                    drain(resp);
-                    return match status {
-                        200 => Ok((base, None)),
-                        401 => Ok((base, challenge)),
-                        404 => bail!(
-                            "{registry} does not speak the registry API (GET {url} answered 404)"
-                        ),
-                        s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
-                    };
+            // With an answer in hand, the last scheme is not asked again and again.
+            match attempt(&base, last && held.is_none()) {
+                Ok(resp) if *scheme == "http" && resp.status() == 400 && !last => {
+                    failures.push("http: HTTP 400 (a TLS server's answer to plain HTTP?)".into());
+                    held = Some((base, resp));
                 }
+                Ok(resp) => return Ok((base, resp)),
                 Err(e) => {
                     failures.push(format!("{scheme}: {e:#}"));
                     // The registry speaks TLS but its certificate is not trusted: plain
@@ -173,6 +199,9 @@ impl Transport {
                     }
                 }
             }
+        }
+        if let (false, Some(answer)) = (certificate, held) {
+            return Ok(answer);
         }
         let mut msg = format!(
             "cannot reach the registry {registry}: {}",
