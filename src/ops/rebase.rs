@@ -280,6 +280,14 @@ mod tests {
             .manifest("app", "rebased")
             .expect("the result is written");
         assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
+        // The first request teaches the registry's scheme: no ping, no HTTPS attempt.
+        let pings = fake.count("GET", "/v2/");
+        assert_eq!(
+            (pings, fake.tls_attempts()),
+            (0, 0),
+            "{:#?}",
+            fake.requests()
+        );
         fake.most_in_flight()
     }
 

@@ -872,16 +872,37 @@ mod tests {
         let client = fake.client();
         assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
         assert_eq!(fake.tls_attempts(), 0, "no HTTPS attempt");
-        assert_eq!(fake.count("GET", "/v2/"), 1);
+        assert_eq!(fake.count("GET", "/v2/"), 0, "no ping");
     }
 
     #[test]
     fn a_400_in_plain_http_is_tried_in_https_and_stands_when_https_gets_no_answer() {
         let fake = Fake::start();
-        fake.fail_next("GET", "/v2/", 400, "UNSUPPORTED");
+        fake.fail_next("HEAD", "/v2/app/manifests/1", 400, "UNSUPPORTED");
         let err = fake.client().head_manifest(&fake.r("app:1")).unwrap_err();
         assert!(format!("{err:#}").contains("HTTP 400"), "{err:#}");
         assert_eq!(fake.tls_attempts(), 1, "HTTPS tried after the 400");
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_reached_fails_its_next_requests_at_once() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let r = Reference::parse(&format!("127.0.0.1:{port}/app:1")).expect("a reference");
+        let client = Fake::start().client();
+        let first = client.head_manifest(&r).unwrap_err();
+        let started = Instant::now();
+        let second = client.head_manifest(&r).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(format!("{first:#}"), format!("{second:#}"));
+        assert!(
+            format!("{first:#}").contains(&format!(
+                "cannot reach the registry 127.0.0.1:{port}: http: HEAD http://127.0.0.1:{port}/v2/app/manifests/1"
+            )),
+            "{first:#}"
+        );
     }
 
     #[test]
