@@ -906,6 +906,27 @@ mod tests {
     }
 
     #[test]
+    fn a_scheme_taught_is_used_at_once_and_plain_http_only_where_it_may_be() {
+        let fake = Fake::start();
+        let client = fake.client();
+        client.teach(fake.addr(), "https", "none");
+        client.teach("r.example", "http", "none");
+        assert_eq!(
+            client.learnt(),
+            [(fake.addr().to_string(), "https", "none")],
+            "plain HTTP beyond loopback is not taken in"
+        );
+        let fake = Fake::start();
+        let client = fake.client();
+        client.teach(fake.addr(), "http", "basic");
+        assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
+        assert_eq!(
+            client.learnt(),
+            [(fake.addr().to_string(), "http", "basic")]
+        );
+    }
+
+    #[test]
     fn query_parameters_are_percent_decoded() {
         assert_eq!(
             query_param("mount=sha256%3Aab&from=x%2Fy", "mount").as_deref(),

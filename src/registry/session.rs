@@ -157,20 +157,19 @@ impl Transport {
             return Ok((self.base(registry)?, None));
         }
         if reg.learning.swap(true, Ordering::SeqCst) {
-            // Another request is learning the base: this one goes out at once on the
-            // likely scheme, and waits for what that request learns only when it gets no
-            // answer that can stand.
-            let schemes = self.schemes(registry);
-            let base = format!("{}://{}", schemes[0], api_host(registry));
-            if let Ok(resp) = perform(&format!("{base}{target}"), None, false)
-                && (schemes.len() == 1 || resp.status() != 400)
-            {
+            // Another request is learning the base: this one goes out at once too, each
+            // scheme once, and waits for what that request learns only when it gets no
+            // answer.
+            let once = self.first_answer(registry, false, |base, _| {
+                perform(&format!("{base}{target}"), None, false)
+            });
+            if let Ok((base, resp)) = once {
                 return Ok((base, Some(resp)));
             }
         }
         let mut answer = None;
         let known = reg.base.get_or_init(|| {
-            self.first_answer(registry, |base, last| {
+            self.first_answer(registry, true, |base, last| {
                 perform(&format!("{base}{target}"), None, last)
             })
             .map(|(base, resp)| {
@@ -186,7 +185,7 @@ impl Transport {
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
-        let (base, resp) = self.first_answer(registry, |base, retry| {
+        let (base, resp) = self.first_answer(registry, true, |base, retry| {
             let url = format!("{base}/v2/");
             self.http.send_retrying("GET", &url, &[], None, None, retry)
         })?;
@@ -219,13 +218,15 @@ impl Transport {
 
     /// Sends one request with `attempt` (given `scheme://host` and whether it may be
     /// retried after a connection error) on each of the registry's schemes until one answers; that scheme's base
-    /// and its answer. Each scheme is tried once, then the first again with retries when
-    /// its failure may pass (a registry that dropped the connection is there). A plain-HTTP
+    /// and its answer. Each scheme is tried once, then (when `patient`) the first again
+    /// with retries when its failure may pass (a registry that dropped the connection is
+    /// there). A plain-HTTP
     /// answer 400 is what a TLS server says to plain HTTP: HTTPS is tried next, and the
     /// 400 stands only when HTTPS gets no answer.
     fn first_answer(
         &self,
         registry: &str,
+        patient: bool,
         mut attempt: impl FnMut(&str, bool) -> Result<ureq::Response>,
     ) -> Result<(String, ureq::Response)> {
         let host = api_host(registry);
@@ -236,7 +237,7 @@ impl Transport {
         let mut passing = false;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
-            let only = schemes.len() == 1;
+            let only = patient && schemes.len() == 1;
             match attempt(&base, only) {
                 Ok(resp) if *scheme == "http" && resp.status() == 400 && i == 0 && !only => {
                     failures.push("http: HTTP 400 (a TLS server's answer to plain HTTP?)".into());
@@ -263,7 +264,7 @@ impl Transport {
         if let (false, Some(answer)) = (certificate, held) {
             return Ok(answer);
         }
-        if passing && !certificate {
+        if passing && patient && !certificate {
             let base = format!("{}://{host}", schemes[0]);
             match attempt(&base, true) {
                 Ok(resp) => return Ok((base, resp)),
@@ -278,6 +279,51 @@ impl Transport {
             msg.push_str(" (a registry with a private CA needs --ca-cert FILE; --insecure skips verification)");
         }
         Err(anyhow!(msg))
+    }
+
+    /// What this run learnt of each registry, for the document: its scheme (`https` or
+    /// `http`) and the authentication it asked for (`none`, `basic`, `bearer`). Never a
+    /// credential or a token.
+    pub fn learnt(&self) -> Vec<(String, &'static str, &'static str)> {
+        let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (name, reg) in registries.iter() {
+            let Some(Ok(base)) = reg.base.get() else {
+                continue;
+            };
+            let scheme = if base.starts_with("http://") {
+                "http"
+            } else {
+                "https"
+            };
+            let auth = match reg.state().challenge {
+                None => "none",
+                Some(Challenge::Basic) => "basic",
+                Some(Challenge::Bearer { .. }) => "bearer",
+            };
+            out.push((name.clone(), scheme, auth));
+        }
+        out.sort();
+        out
+    }
+
+    /// Takes in what an earlier command learnt of a registry (see `learnt`), so that its
+    /// scheme is not tried out again and Basic credentials go with the first request. A
+    /// scheme this run would not try (plain HTTP beyond loopback without --insecure) and
+    /// unknown values are ignored; a Bearer challenge is learnt from the registry itself,
+    /// whose answer names the token service.
+    pub fn teach(&self, registry: &str, scheme: &str, auth: &str) {
+        if !self.schemes(registry).contains(&scheme) {
+            return;
+        }
+        let reg = self.registry(registry);
+        let _ = reg
+            .base
+            .set(Ok(format!("{scheme}://{}", api_host(registry))));
+        let mut st = reg.state();
+        if auth == "basic" && st.challenge.is_none() {
+            st.challenge = Some(Challenge::Basic);
+        }
     }
 
     /// Adds scopes that the next token for `registry` should cover (the target's
