@@ -62,6 +62,9 @@ struct Registry {
     base: OnceLock<std::result::Result<String, Arc<anyhow::Error>>>,
     /// Whether a request is learning the base now.
     learning: AtomicBool,
+    /// A base that answered a request sent while the first was out: the requests that
+    /// follow use it without trying schemes again.
+    answered: Mutex<Option<String>>,
     state: Mutex<State>,
 }
 
@@ -156,6 +159,14 @@ impl Transport {
         if !repeatable || !target.starts_with('/') {
             return Ok((self.base(registry)?, None));
         }
+        if let Some(base) = reg
+            .answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok((base, None));
+        }
         if reg.learning.swap(true, Ordering::SeqCst) {
             // Another request is learning the base: this one goes out at once too, each
             // scheme once, and waits for what that request learns only when it gets no
@@ -164,6 +175,7 @@ impl Transport {
                 perform(&format!("{base}{target}"), None, false)
             });
             if let Ok((base, resp)) = once {
+                *reg.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.clone());
                 return Ok((base, Some(resp)));
             }
         }
