@@ -2,6 +2,7 @@
 //! same functions the plumbing commands call.
 
 use crate::document::{Document, Pushed, Role};
+use crate::image::detect::{self, View};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
@@ -127,13 +128,20 @@ fn fetch_image(
             scope.spawn(prefetch(r.clone()));
         }
         fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts)?;
-        if spec.old_base.is_none() && spec.split.layers.is_none() {
-            let annotated = fetch_manifest::detection_view(doc)
-                .ok()
-                .and_then(|view| crate::image::detect::old_base(&view).ok().flatten());
-            if let Some(r) = annotated {
-                scope.spawn(prefetch(r));
-            }
+        // The bases the image's annotations name, both at once.
+        let view = fetch_manifest::detection_view(doc).ok();
+        let annotated = |wanted: bool, base: fn(&View) -> Result<Option<Reference>>| {
+            view.as_ref()
+                .filter(|_| wanted)
+                .and_then(|v| base(v).ok().flatten())
+        };
+        let old = spec.old_base.is_none() && spec.split.layers.is_none();
+        let bases = [
+            annotated(old, detect::old_base),
+            annotated(spec.new_base.is_none(), detect::annotated_new_base),
+        ];
+        for r in bases.into_iter().flatten() {
+            scope.spawn(prefetch(r));
         }
         fetch_config::step(client, doc)
     })
@@ -301,6 +309,30 @@ mod tests {
     fn the_annotated_old_base_is_fetched_while_the_image_s_config_is() {
         // The image's config, the new base's config and the annotated old base's manifest.
         assert!(in_flight(None) >= 3);
+    }
+
+    #[test]
+    fn with_no_base_given_both_annotated_bases_are_fetched_while_the_image_s_config_is() {
+        let fake = Fake::start();
+        let v1 = image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        let v2 = fake.manifest("base", "v2").expect("base:v2");
+        fake.put_manifest("base", Some("stable"), OCI_MANIFEST, &v2);
+        let annotations = json!({
+            "org.opencontainers.image.base.name": format!("{}/base:stable", fake.addr()),
+            "org.opencontainers.image.base.digest": v1,
+        });
+        image(&fake, "app:1", &["b1", "app"], annotations);
+        fake.delay(std::time::Duration::from_millis(50));
+        let spec = Spec {
+            new_base: None,
+            ..spec(&fake, None)
+        };
+        let doc = rebase(&fake.client(), &spec, &mut vec![]).unwrap();
+        let written = fake.manifest("app", "rebased").expect("written");
+        assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
+        // The image's config, the old base's manifest and the new base's at once.
+        assert!(fake.most_in_flight() >= 3, "{}", fake.most_in_flight());
     }
 
     #[test]
