@@ -11,6 +11,7 @@ use crate::oci::reference::{Reference, check_registry, check_repository, check_t
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Version of the document format; bumped on incompatible changes.
 pub const VERSION: u64 = 1;
@@ -26,6 +27,10 @@ pub struct Document {
     pub index: Option<IndexSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<PlatformUnit>,
+    /// What the steps learnt of each registry they talked to, by registry name, so that
+    /// later steps do not try it out again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registries: BTreeMap<String, RegistryNote>,
     #[serde(flatten, skip_deserializing)]
     pub unit: Unit,
     /// Fields of other tools or later versions: kept as they are.
@@ -39,10 +44,22 @@ impl Default for Document {
             image_rebase: VERSION,
             index: None,
             platforms: vec![],
+            registries: BTreeMap::new(),
             unit: Unit::default(),
             extra: Map::new(),
         }
     }
+}
+
+/// What a step learnt of a registry. Never a credential or a token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistryNote {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// The authentication the registry asked for: `none` (so far), `basic` or `bearer`.
+    pub auth: String,
+    #[serde(flatten, skip_deserializing)]
+    pub extra: Map<String, Value>,
 }
 
 /// The sections of one single-platform rebase.
@@ -498,6 +515,10 @@ impl Document {
                 .and_then(|()| tag.map_or(Ok(()), |t| check_tag(t)))
                 .with_context(|| format!("the document's \"{at}\" section"))
         };
+        for name in self.registries.keys() {
+            check_registry(name)
+                .with_context(|| format!("the document's \"registries\" entry {name:?}"))?;
+        }
         if let Some(ix) = &self.index {
             check(
                 "index".into(),
@@ -557,6 +578,9 @@ impl Document {
                 p.extra = json::unknown::<Pushed>(&v["pushed"], &[]);
             }
         }
+        for (name, note) in self.registries.iter_mut() {
+            note.extra = json::unknown::<RegistryNote>(&input["registries"][name], &[]);
+        }
         let inputs = input["platforms"].as_array().into_iter().flatten();
         for (p, v) in self.platforms.iter_mut().zip(inputs) {
             p.unit = Unit::from_value(v)?;
@@ -564,6 +588,21 @@ impl Document {
             p.platform.extra = json::unknown::<Platform>(&v["platform"], &[]);
         }
         Ok(())
+    }
+
+    /// Notes what `learnt` (registry, scheme, authentication) tells; an authentication
+    /// already noted is not forgotten because a step saw none.
+    pub fn note_registries<'a>(
+        &mut self,
+        learnt: impl IntoIterator<Item = (String, &'a str, &'a str)>,
+    ) {
+        for (name, scheme, auth) in learnt {
+            let note = self.registries.entry(name).or_default();
+            note.scheme = scheme.to_string();
+            if auth != "none" || note.auth.is_empty() {
+                note.auth = auth.to_string();
+            }
+        }
     }
 
     /// One line of JSON.
@@ -587,6 +626,28 @@ mod tests {
         let back: Value = serde_json::from_str(&doc.to_json()).unwrap();
         assert_eq!(back["mine"]["a"], 1);
         assert_eq!(back["split"]["note"], "x");
+    }
+
+    #[test]
+    fn registries_round_trip_with_their_unknown_fields_and_keep_what_was_learnt() {
+        let text = r#"{"image_rebase":1,"registries":{"127.0.0.1:5000":{"scheme":"http","auth":"bearer","x":1.50}}}"#;
+        let mut doc = Document::from_json(text).unwrap();
+        assert_eq!(doc.registries["127.0.0.1:5000"].scheme, "http");
+        doc.note_registries([
+            ("127.0.0.1:5000".to_string(), "http", "none"),
+            ("r.example".to_string(), "https", "none"),
+        ]);
+        let back = doc.to_json();
+        assert!(
+            back.contains(r#""127.0.0.1:5000":{"scheme":"http","auth":"bearer","x":1.50}"#),
+            "a step that saw no challenge forgets none: {back}"
+        );
+        assert!(
+            back.contains(r#""r.example":{"scheme":"https","auth":"none"}"#),
+            "{back}"
+        );
+        let bad = r#"{"image_rebase":1,"registries":{"a/b":{"scheme":"http","auth":"none"}}}"#;
+        assert!(Document::from_json(bad).is_err());
     }
 
     #[test]

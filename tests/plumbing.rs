@@ -263,6 +263,26 @@ fn a_closed_pipe_downstream_is_not_an_error() {
 }
 
 #[test]
+fn the_document_notes_each_registry_and_no_step_pings_it() {
+    let (reg, _w) = fixture();
+    let mark = reg.mark();
+    let doc = pipeline_from(&up_to_splice(&reg), &[&["put-manifest", "--tag", "t"]]);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        doc["registries"][&reg.addr],
+        serde_json::json!({"scheme": "http", "auth": "none"}),
+        "{doc}"
+    );
+    let requests = reg.requests_since(mark);
+    assert!(
+        !requests
+            .iter()
+            .any(|(m, uri, _)| m == "GET" && uri == "/v2/"),
+        "no ping: {requests:?}"
+    );
+}
+
+#[test]
 fn verbose_logs_every_request() {
     let (reg, _w) = fixture();
     let out = run(&["-v", "fetch-manifest", &reg.r("app:1")], None);

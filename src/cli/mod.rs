@@ -96,6 +96,7 @@ fn fetch_manifest_cmd(
     let hosts = doc.named_hosts().into_iter();
     let hosts = hosts.chain(reference.as_ref().map(|r| r.registry.clone()));
     let client = client(g, explicit, hosts, false)?;
+    teach(&client, &doc);
     let opts = fetch_manifest::Options {
         label: &args.label,
         platforms: &platforms,
@@ -103,6 +104,7 @@ fn fetch_manifest_cmd(
     };
     let role = args.role.into();
     let notes = fetch_manifest::step(&client, &mut doc, role, reference.as_ref(), &opts)?;
+    doc.note_registries(client.learnt());
     print_notes(err, &doc.skipped_notes())?;
     print_notes(err, &notes)?;
     write_document(&doc, out)
@@ -124,9 +126,19 @@ fn with_client(
     if let Some(l) = line {
         client = client.with_progress(l);
     }
+    teach(&client, &doc);
     let notes = step(&client, &mut doc)?;
+    doc.note_registries(client.learnt());
     write_document(&doc, out)?;
     Ok(notes)
+}
+
+/// Tells the client what earlier steps learnt of the registries (the document's
+/// `registries`), so that it does not try them out again.
+fn teach(client: &Client, doc: &Document) {
+    for (name, note) in &doc.registries {
+        client.teach(name, &note.scheme, &note.auth);
+    }
 }
 
 /// The porcelain for one image: `repo@digest` on `out` (or, with --dry-run, the plan).

@@ -3,6 +3,7 @@
 
 use crate::document::{Document, Pushed, Role};
 use crate::error::NotBased;
+use crate::image::detect::{self, View};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
@@ -135,13 +136,20 @@ fn fetch_image(
             unmoved(&spec.image, want, doc, fetched.as_ref().err())?;
         }
         fetched?;
-        if spec.old_base.is_none() && spec.split.layers.is_none() {
-            let annotated = fetch_manifest::detection_view(doc)
-                .ok()
-                .and_then(|view| crate::image::detect::old_base(&view).ok().flatten());
-            if let Some(r) = annotated {
-                scope.spawn(prefetch(r));
-            }
+        // The bases the image's annotations name, both at once.
+        let view = fetch_manifest::detection_view(doc).ok();
+        let annotated = |wanted: bool, base: fn(&View) -> Result<Option<Reference>>| {
+            view.as_ref()
+                .filter(|_| wanted)
+                .and_then(|v| base(v).ok().flatten())
+        };
+        let old = spec.old_base.is_none() && spec.split.layers.is_none();
+        let bases = [
+            annotated(old, detect::old_base),
+            annotated(spec.new_base.is_none(), detect::annotated_new_base),
+        ];
+        for r in bases.into_iter().flatten() {
+            scope.spawn(prefetch(r));
         }
         fetch_config::step(client, doc)
     })
@@ -316,6 +324,14 @@ mod tests {
             .manifest("app", "rebased")
             .expect("the result is written");
         assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
+        // The first request teaches the registry's scheme: no ping, no HTTPS attempt.
+        let pings = fake.count("GET", "/v2/");
+        assert_eq!(
+            (pings, fake.tls_attempts()),
+            (0, 0),
+            "{:#?}",
+            fake.requests()
+        );
         fake.most_in_flight()
     }
 
@@ -369,6 +385,30 @@ mod tests {
     fn the_annotated_old_base_is_fetched_while_the_image_s_config_is() {
         // The image's config, the new base's config and the annotated old base's manifest.
         assert!(in_flight(None) >= 3);
+    }
+
+    #[test]
+    fn with_no_base_given_both_annotated_bases_are_fetched_while_the_image_s_config_is() {
+        let fake = Fake::start();
+        let v1 = image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        let v2 = fake.manifest("base", "v2").expect("base:v2");
+        fake.put_manifest("base", Some("stable"), OCI_MANIFEST, &v2);
+        let annotations = json!({
+            "org.opencontainers.image.base.name": format!("{}/base:stable", fake.addr()),
+            "org.opencontainers.image.base.digest": v1,
+        });
+        image(&fake, "app:1", &["b1", "app"], annotations);
+        fake.delay(std::time::Duration::from_millis(50));
+        let spec = Spec {
+            new_base: None,
+            ..spec(&fake, None)
+        };
+        let doc = rebase(&fake.client(), &spec, &mut vec![]).unwrap();
+        let written = fake.manifest("app", "rebased").expect("written");
+        assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
+        // The image's config, the old base's manifest and the new base's at once.
+        assert!(fake.most_in_flight() >= 3, "{}", fake.most_in_flight());
     }
 
     #[test]

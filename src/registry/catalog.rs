@@ -43,7 +43,6 @@ impl Client {
     /// The entries under `key` of every page, from `first` on, following `Link` headers
     /// that stay on `path` of the same registry.
     fn pages(&self, registry: &str, path: &str, first: &str, key: &str) -> Result<Vec<String>> {
-        let same_list = self.transport.resolve(registry, path)?;
         let mut all = Vec::new();
         let mut next = Some(first.to_string());
         let mut pages = 0;
@@ -71,6 +70,8 @@ impl Client {
                 all.push(name.to_string());
             }
             if let Some(link) = link.as_deref().and_then(next_link) {
+                // Resolved only now: the first page taught the registry's scheme.
+                let same_list = self.transport.resolve(registry, path)?;
                 let url = self.transport.resolve(registry, link)?;
                 if !url.starts_with(&format!("{same_list}?")) {
                     bail!("the registry's Link header leads elsewhere ({link:?})");

@@ -115,6 +115,9 @@ pub struct ConnectError {
     pub kind: ConnectKind,
     /// What happened, in plain words, with the innermost cause.
     pub message: String,
+    /// Whether an earlier attempt of the same request got an answer (so the registry
+    /// is there, on this scheme).
+    pub answered: bool,
 }
 
 impl ConnectError {
@@ -167,6 +170,7 @@ impl ConnectError {
             url: url.to_string(),
             kind,
             message,
+            answered: false,
         }
     }
 
@@ -292,6 +296,7 @@ mod tests {
                 url: "http://r/v2/".into(),
                 kind,
                 message: "m".into(),
+                answered: false,
             };
             assert_eq!(e.is_temporary(), temporary, "{kind:?}");
         }

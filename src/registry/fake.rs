@@ -4,7 +4,7 @@
 //! checks a registry makes on a manifest PUT (every blob or child it lists is there). It
 //! records every request, and misbehaves on demand: an error answer to the next matching
 //! request, a blob lost just before one, mounts refused. A TLS ClientHello is closed at
-//! once, so the client's HTTPS attempt on loopback fails fast and it falls back to HTTP.
+//! once, and counted: a client asks a loopback registry in plain HTTP first.
 //! Every loop is bounded in count and time; the server stops (threads joined) on drop.
 
 use super::{Client, Options};
@@ -166,8 +166,7 @@ impl Fake {
         Reference::parse(&format!("{}/{name}", self.addr)).expect("a valid reference")
     }
 
-    /// A client with default options (HTTPS tried first, then plain HTTP on loopback)
-    /// but a short timeout.
+    /// A client with default options (plain HTTP first on loopback) but a short timeout.
     pub(crate) fn client(&self) -> Client {
         Client::new(Options {
             timeout: CLIENT_TIMEOUT,
@@ -868,12 +867,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fake_answers_the_ping_after_closing_a_tls_attempt() {
+    fn a_plain_registry_on_loopback_is_asked_in_plain_http_first() {
         let fake = Fake::start();
         let client = fake.client();
         assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
-        assert_eq!(fake.tls_attempts(), 1, "one HTTPS attempt first");
-        assert_eq!(fake.count("GET", "/v2/"), 1);
+        assert_eq!(fake.tls_attempts(), 0, "no HTTPS attempt");
+        assert_eq!(fake.count("GET", "/v2/"), 0, "no ping");
+    }
+
+    #[test]
+    fn a_400_in_plain_http_is_tried_in_https_and_stands_when_https_gets_no_answer() {
+        let fake = Fake::start();
+        fake.fail_next("HEAD", "/v2/app/manifests/1", 400, "UNSUPPORTED");
+        let err = fake.client().head_manifest(&fake.r("app:1")).unwrap_err();
+        assert!(format!("{err:#}").contains("HTTP 400"), "{err:#}");
+        assert_eq!(fake.tls_attempts(), 1, "HTTPS tried after the 400");
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_reached_fails_its_next_requests_at_once() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let r = Reference::parse(&format!("127.0.0.1:{port}/app:1")).expect("a reference");
+        let client = Fake::start().client();
+        let first = client.head_manifest(&r).unwrap_err();
+        let started = Instant::now();
+        let second = client.head_manifest(&r).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(format!("{first:#}"), format!("{second:#}"));
+        assert!(
+            format!("{first:#}").contains(&format!(
+                "cannot reach the registry 127.0.0.1:{port}: http: HEAD http://127.0.0.1:{port}/v2/app/manifests/1"
+            )),
+            "{first:#}"
+        );
+    }
+
+    #[test]
+    fn a_scheme_taught_is_used_at_once_and_plain_http_only_where_it_may_be() {
+        let fake = Fake::start();
+        let client = fake.client();
+        client.teach(fake.addr(), "https", "none");
+        client.teach("r.example", "http", "none");
+        assert_eq!(
+            client.learnt(),
+            [(fake.addr().to_string(), "https", "none")],
+            "plain HTTP beyond loopback is not taken in"
+        );
+        let fake = Fake::start();
+        let client = fake.client();
+        client.teach(fake.addr(), "http", "basic");
+        assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
+        assert_eq!(
+            client.learnt(),
+            [(fake.addr().to_string(), "http", "basic")]
+        );
     }
 
     #[test]

@@ -111,17 +111,40 @@ impl Http {
         authorization: Option<&Secret>,
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
+        self.send_retrying(method, url, headers, authorization, body, true)
+    }
+
+    /// `send_with_retries`, retrying after a connection error on the first attempt only
+    /// when `connect` (a request trying out a registry's scheme tries another first).
+    pub fn send_retrying(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&Secret>,
+        body: Option<&[u8]>,
+        connect: bool,
+    ) -> Result<ureq::Response> {
         let idempotent = matches!(method, "GET" | "HEAD" | "DELETE")
             || (method == "PUT" && url.contains("/manifests/"));
         let mut waited = Duration::ZERO;
+        let mut answered = false;
         for attempt in 1.. {
-            let result = self.send_once(method, url, headers, authorization, body);
+            let mut result = self.send_once(method, url, headers, authorization, body);
+            if let Err(e) = &mut result
+                && let Some(c) = e.downcast_mut::<ConnectError>()
+            {
+                c.answered = answered;
+            }
             let (why, retry_after) = match &result {
                 Ok(r) if matches!(r.status(), 429 | 500 | 502 | 503 | 504) => {
                     (format!("HTTP {}", r.status()), retry_after(r))
                 }
                 Err(e) => match e.downcast_ref::<ConnectError>() {
-                    Some(c) if c.is_temporary() => (c.message.clone(), None),
+                    // After an answer, the scheme is right: a broken connection is retried.
+                    Some(c) if c.is_temporary() && (connect || answered) => {
+                        (c.message.clone(), None)
+                    }
                     _ => return result,
                 },
                 _ => return result,
@@ -138,6 +161,7 @@ impl Http {
                 );
             }
             if let Ok(r) = result {
+                answered = true;
                 drain(r);
             }
             std::thread::sleep(delay);

@@ -77,6 +77,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// See `Transport::learnt`.
+    pub fn learnt(&self) -> Vec<(String, &'static str, &'static str)> {
+        self.transport.learnt()
+    }
+
+    /// See `Transport::teach`.
+    pub fn teach(&self, registry: &str, scheme: &str, auth: &str) {
+        self.transport.teach(registry, scheme, auth)
+    }
+
     pub fn new(options: Options) -> Result<Client> {
         Ok(Client {
             cache_tags: options.cache_tags,

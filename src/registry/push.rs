@@ -94,20 +94,38 @@ pub struct PushReport {
 const PUT_ATTEMPTS: u64 = 3;
 
 impl Client {
-    /// Writes `p`: blobs first (several at once), the manifest last.
+    /// Writes `p`: blobs first (several at once, the upload of the new one with them),
+    /// the manifest last, once every blob is there.
     pub fn push(&self, p: &Push) -> Result<PushReport> {
         let name = format!("{}/{}", p.registry, p.repository);
         let mut report = PushReport::default();
-        for (blob, placed) in p.blobs.iter().zip(self.place_all(p)) {
+        // What no request can place is refused before anything is written.
+        for blob in &p.blobs {
+            if let Some(e) = unplaceable(p, blob) {
+                return Err(e).with_context(|| {
+                    format!("making {} {} present in {name}", blob.what, blob.digest)
+                });
+            }
+        }
+        // The config's upload session is opened while the layers are mounted (or
+        // copied): neither waits for the other, the manifest waits for both.
+        let (placed, uploaded) = std::thread::scope(|s| {
+            let upload = p
+                .upload
+                .map(|(digest, bytes)| s.spawn(move || self.upload_once(p, digest, bytes)));
+            let placed = self.place_all(p);
+            let uploaded =
+                upload.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            (placed, uploaded)
+        });
+        for (blob, placed) in p.blobs.iter().zip(placed) {
             let placed = placed.with_context(|| {
                 format!("making {} {} present in {name}", blob.what, blob.digest)
             })?;
             report.blobs.push((blob.digest.clone(), placed));
         }
-        if let Some((digest, bytes)) = p.upload {
-            let placed = self
-                .upload_once(p, digest, bytes)
-                .with_context(|| format!("uploading config {digest} to {name}"))?;
+        if let (Some((digest, _)), Some(placed)) = (p.upload, uploaded) {
+            let placed = placed.with_context(|| format!("uploading config {digest} to {name}"))?;
             report.blobs.push((digest.clone(), placed));
         }
         if !p.dry_run {
@@ -173,18 +191,14 @@ impl Client {
             .map(|(_, repo)| repo.as_str())
             .collect();
         if same_registry.is_empty() {
-            let Some((r, repo)) = blob.sources.iter().find(|(r, _)| r != registry) else {
-                bail!(
-                    "it is in none of the document's other repositories, so there is nowhere to mount it from"
-                );
-            };
-            if p.no_copy {
-                bail!(
-                    "it is only in {r}/{repo}, on another registry; a blob cannot be mounted across registries \
-                     and --no-copy forbids copying layer data: copy the new base into {registry} first \
-                     (e.g. with skopeo copy) and name that copy as the new base, or leave out --no-copy"
-                );
+            if let Some(e) = unplaceable(p, blob) {
+                return Err(e);
             }
+            let (r, repo) = blob
+                .sources
+                .iter()
+                .find(|(r, _)| r != registry)
+                .expect("unplaceable: a blob has a source");
             return self.cross(p, blob, (r, repo));
         }
         self.once_per_blob(p, digest, || {
@@ -413,6 +427,27 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Why a blob that is not in the target repository cannot be placed there, without
+/// asking: it is nowhere else, or only on another registry and copies are forbidden.
+fn unplaceable(p: &Push, blob: &Blob) -> Option<anyhow::Error> {
+    let registry = p.registry;
+    if blob.sources.iter().any(|(r, _)| r == registry) {
+        return None;
+    }
+    let Some((r, repo)) = blob.sources.iter().find(|(r, _)| r != registry) else {
+        return Some(anyhow::anyhow!(
+            "it is in none of the document's other repositories, so there is nowhere to mount it from"
+        ));
+    };
+    p.no_copy.then(|| {
+        anyhow::anyhow!(
+            "it is only in {r}/{repo}, on another registry; a blob cannot be mounted across registries \
+             and --no-copy forbids copying layer data: copy the new base into {registry} first \
+             (e.g. with skopeo copy) and name that copy as the new base, or leave out --no-copy"
+        )
+    })
 }
 
 /// Whether a manifest PUT was refused because a blob seemed missing.
@@ -810,7 +845,7 @@ mod tests {
         );
         assert!(!log.iter().any(is_manifest_put), "{log:#?}");
         assert!(
-            !log.iter().any(is_upload_put),
+            !log.iter().any(|r| is_upload_put(r) && r.names(&img.layer)),
             "no layer data is uploaded: {log:#?}"
         );
         assert_eq!(fake.manifest("app", "1"), None);

@@ -1,6 +1,7 @@
-//! One session with each registry: its scheme and challenge (learnt by a ping), the
-//! credentials found for it, its token, and the 401 loop that asks for a wider one. The
-//! requests themselves go through `http`; errors are `error`'s types.
+//! One session with each registry: its scheme and challenge (learnt from the first
+//! request's answer, with no separate ping), the credentials found for it, its token, and
+//! the 401 loop that asks for a wider one. The requests themselves go through `http`;
+//! errors are `error`'s types.
 
 use super::auth::{self, Challenge, MAX_SCOPES, Token, bound_scopes, scopes_for};
 use super::credentials::{Found, Sources};
@@ -11,6 +12,7 @@ use crate::oci::reference::is_loopback_host;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,10 +45,9 @@ impl Default for Options {
     }
 }
 
-/// What is known of one registry.
+/// What is known of one registry's authentication.
+#[derive(Default)]
 struct State {
-    /// `scheme://host`.
-    base: String,
     challenge: Option<Challenge>,
     token: Option<Token>,
     /// Scopes the current operation needs, asked for in the next token.
@@ -54,13 +55,29 @@ struct State {
     credential: Option<Option<Found>>,
 }
 
-/// A registry's state, made by its first ping (or the ping's error), once per run.
-type PingCell = Arc<OnceLock<std::result::Result<Arc<Mutex<State>>, Arc<anyhow::Error>>>>;
+/// One registry: its `scheme://host`, learnt once per run from the first request that
+/// got an answer (or that request's failure, kept for the run), and its authentication.
+#[derive(Default)]
+struct Registry {
+    base: OnceLock<std::result::Result<String, Arc<anyhow::Error>>>,
+    /// Whether a request is learning the base now.
+    learning: AtomicBool,
+    /// A base that answered a request sent while the first was out: the requests that
+    /// follow use it without trying schemes again.
+    answered: Mutex<Option<String>>,
+    state: Mutex<State>,
+}
+
+impl Registry {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 pub struct Transport {
     http: Http,
     options: Options,
-    registries: Mutex<HashMap<String, PingCell>>,
+    registries: Mutex<HashMap<String, Arc<Registry>>>,
 }
 
 impl Transport {
@@ -94,84 +111,176 @@ impl Transport {
         })
     }
 
-    /// The state of a registry, pinging it first (`GET /v2/`) to learn its scheme and
-    /// what authentication it asks for.
-    fn state(&self, registry: &str) -> Result<Arc<Mutex<State>>> {
-        let cell = self
-            .registries
+    fn registry(&self, registry: &str) -> Arc<Registry> {
+        self.registries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(registry.to_string())
             .or_default()
-            .clone();
-        // Threads starting together ping a registry once; the map is not locked meanwhile,
-        // so a slow registry holds up only its own requests. A failed ping is kept too:
-        // the other images on that registry fail at once instead of waiting again.
-        let state = cell.get_or_init(|| {
+            .clone()
+    }
+
+    /// A registry's `scheme://host`: as learnt, or learnt now by a ping (`GET /v2/`) for
+    /// what cannot learn it itself (a Location header before any request, an upload whose
+    /// body can be sent only once).
+    fn base(&self, registry: &str) -> Result<String> {
+        let reg = self.registry(registry);
+        // Threads starting together learn a registry once; the map is not locked meanwhile,
+        // so a slow registry holds up only its own requests. A failure is kept too: the
+        // other images on that registry fail at once instead of waiting again.
+        let base = reg.base.get_or_init(|| {
             self.ping(registry)
                 .map(|(base, challenge)| {
-                    Arc::new(Mutex::new(State {
-                        base,
-                        challenge,
-                        token: None,
-                        wanted: vec![],
-                        credential: None,
-                    }))
+                    let mut st = reg.state();
+                    if st.challenge.is_none() {
+                        st.challenge = challenge;
+                    }
+                    base
                 })
                 .map_err(Arc::new)
         });
-        state.clone().map_err(|e| PingFailed(e).into())
+        base.clone().map_err(|e| PingFailed(e).into())
+    }
+
+    /// The registry's base for a request to `target`, learnt from this very request when
+    /// it is the registry's first: then the answer comes back too (sent without
+    /// credentials: the answer says whether the registry wants any).
+    fn learn_base(
+        &self,
+        reg: &Registry,
+        registry: &str,
+        target: &str,
+        repeatable: bool,
+        perform: &mut impl FnMut(&str, Option<&Secret>, bool) -> Result<ureq::Response>,
+    ) -> Result<(String, Option<ureq::Response>)> {
+        if let Some(known) = reg.base.get() {
+            return Ok((known.clone().map_err(PingFailed)?, None));
+        }
+        if !repeatable || !target.starts_with('/') {
+            return Ok((self.base(registry)?, None));
+        }
+        if let Some(base) = reg
+            .answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok((base, None));
+        }
+        if reg.learning.swap(true, Ordering::SeqCst) {
+            // Another request is learning the base: this one goes out at once too, each
+            // scheme once, and waits for what that request learns only when it gets no
+            // answer.
+            let once = self.first_answer(registry, false, |base, _| {
+                perform(&format!("{base}{target}"), None, false)
+            });
+            if let Ok((base, resp)) = once {
+                *reg.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.clone());
+                return Ok((base, Some(resp)));
+            }
+        }
+        let mut answer = None;
+        let known = reg.base.get_or_init(|| {
+            self.first_answer(registry, true, |base, last| {
+                perform(&format!("{base}{target}"), None, last)
+            })
+            .map(|(base, resp)| {
+                answer = Some(resp);
+                base
+            })
+            .map_err(Arc::new)
+        });
+        let base = known
+            .clone()
+            .map_err(|e| anyhow::Error::from(PingFailed(e)))?;
+        Ok((base, answer))
     }
 
     fn ping(&self, registry: &str) -> Result<(String, Option<Challenge>)> {
-        let host = if registry == crate::oci::reference::DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            registry
-        };
-        let schemes: &[&str] = if is_loopback_host(registry) || self.options.insecure {
+        let (base, resp) = self.first_answer(registry, true, |base, retry| {
+            let url = format!("{base}/v2/");
+            self.http.send_retrying("GET", &url, &[], None, None, retry)
+        })?;
+        let url = format!("{base}/v2/");
+        let status = resp.status();
+        let challenge = resp
+            .header("WWW-Authenticate")
+            .and_then(auth::parse_challenge);
+        drain(resp);
+        match status {
+            200 => Ok((base, None)),
+            401 => Ok((base, challenge)),
+            404 => bail!("{registry} does not speak the registry API (GET {url} answered 404)"),
+            s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
+        }
+    }
+
+    /// The schemes to try for a registry, in order: on loopback plain HTTP first (a local
+    /// registry most often speaks it, and a failed TLS attempt costs two round trips),
+    /// elsewhere HTTPS, then plain HTTP only with --insecure.
+    fn schemes(&self, registry: &str) -> &'static [&'static str] {
+        if is_loopback_host(registry) {
+            &["http", "https"]
+        } else if self.options.insecure {
             &["https", "http"]
         } else {
             &["https"]
-        };
+        }
+    }
+
+    /// Sends one request with `attempt` (given `scheme://host` and whether it may be
+    /// retried after a connection error) on each of the registry's schemes until one answers; that scheme's base
+    /// and its answer. Each scheme is tried once, then (when `patient`) the first again
+    /// with retries when its failure may pass (a registry that dropped the connection is
+    /// there). A plain-HTTP
+    /// answer 400 is what a TLS server says to plain HTTP: HTTPS is tried next, and the
+    /// 400 stands only when HTTPS gets no answer.
+    fn first_answer(
+        &self,
+        registry: &str,
+        patient: bool,
+        mut attempt: impl FnMut(&str, bool) -> Result<ureq::Response>,
+    ) -> Result<(String, ureq::Response)> {
+        let host = api_host(registry);
+        let schemes = self.schemes(registry);
         let mut failures = Vec::new();
+        let mut held = None;
         let mut certificate = false;
+        let mut passing = false;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
-            let url = format!("{base}/v2/");
-            let last = i + 1 == schemes.len();
-            let result = if last {
-                self.http.send_with_retries("GET", &url, &[], None, None)
-            } else {
-                self.http.send_once("GET", &url, &[], None, None)
-            };
-            match result {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let challenge = resp
-                        .header("WWW-Authenticate")
-                        .and_then(auth::parse_challenge);
-                    drain(resp);
-                    return match status {
-                        200 => Ok((base, None)),
-                        401 => Ok((base, challenge)),
-                        404 => bail!(
-                            "{registry} does not speak the registry API (GET {url} answered 404)"
-                        ),
-                        s => bail!("the registry {registry} answered GET {url} with HTTP {s}"),
-                    };
+            let only = patient && schemes.len() == 1;
+            match attempt(&base, only) {
+                Ok(resp) if *scheme == "http" && resp.status() == 400 && i == 0 && !only => {
+                    failures.push("http: HTTP 400 (a TLS server's answer to plain HTTP?)".into());
+                    held = Some((base, resp));
+                }
+                Ok(resp) => return Ok((base, resp)),
+                // The registry answered on this scheme before: its failure stands.
+                Err(e) if e.downcast_ref::<ConnectError>().is_some_and(|c| c.answered) => {
+                    return Err(e);
                 }
                 Err(e) => {
                     failures.push(format!("{scheme}: {e:#}"));
+                    let kind = e.downcast_ref::<ConnectError>();
+                    passing |= i == 0 && !only && kind.is_some_and(ConnectError::is_temporary);
                     // The registry speaks TLS but its certificate is not trusted: plain
                     // HTTP would only hide that.
-                    certificate = e
-                        .downcast_ref::<ConnectError>()
-                        .is_some_and(|c| c.kind == ConnectKind::Certificate);
+                    certificate = kind.is_some_and(|c| c.kind == ConnectKind::Certificate);
                     if certificate {
                         break;
                     }
                 }
+            }
+        }
+        if let (false, Some(answer)) = (certificate, held) {
+            return Ok(answer);
+        }
+        if passing && patient && !certificate {
+            let base = format!("{}://{host}", schemes[0]);
+            match attempt(&base, true) {
+                Ok(resp) => return Ok((base, resp)),
+                Err(e) => failures[0] = format!("{}: {e:#}", schemes[0]),
             }
         }
         let mut msg = format!(
@@ -184,11 +293,56 @@ impl Transport {
         Err(anyhow!(msg))
     }
 
+    /// What this run learnt of each registry, for the document: its scheme (`https` or
+    /// `http`) and the authentication it asked for (`none`, `basic`, `bearer`). Never a
+    /// credential or a token.
+    pub fn learnt(&self) -> Vec<(String, &'static str, &'static str)> {
+        let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (name, reg) in registries.iter() {
+            let Some(Ok(base)) = reg.base.get() else {
+                continue;
+            };
+            let scheme = if base.starts_with("http://") {
+                "http"
+            } else {
+                "https"
+            };
+            let auth = match reg.state().challenge {
+                None => "none",
+                Some(Challenge::Basic) => "basic",
+                Some(Challenge::Bearer { .. }) => "bearer",
+            };
+            out.push((name.clone(), scheme, auth));
+        }
+        out.sort();
+        out
+    }
+
+    /// Takes in what an earlier command learnt of a registry (see `learnt`), so that its
+    /// scheme is not tried out again and Basic credentials go with the first request. A
+    /// scheme this run would not try (plain HTTP beyond loopback without --insecure) and
+    /// unknown values are ignored; a Bearer challenge is learnt from the registry itself,
+    /// whose answer names the token service.
+    pub fn teach(&self, registry: &str, scheme: &str, auth: &str) {
+        if !self.schemes(registry).contains(&scheme) {
+            return;
+        }
+        let reg = self.registry(registry);
+        let _ = reg
+            .base
+            .set(Ok(format!("{scheme}://{}", api_host(registry))));
+        let mut st = reg.state();
+        if auth == "basic" && st.challenge.is_none() {
+            st.challenge = Some(Challenge::Basic);
+        }
+    }
+
     /// Adds scopes that the next token for `registry` should cover (the target's
     /// pull,push first, then each mount source's pull), so one token serves a whole push.
     pub fn want(&self, registry: &str, scopes: &[String]) -> Result<()> {
-        let state = self.state(registry)?;
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = self.registry(registry);
+        let mut st = reg.state();
         let mut wanted = scopes.to_vec();
         wanted.append(&mut st.wanted);
         st.wanted = auth::merge_scopes(&wanted);
@@ -203,9 +357,7 @@ impl Transport {
         if location.starts_with("http://") || location.starts_with("https://") {
             Ok(location.to_string())
         } else if location.starts_with('/') {
-            let state = self.state(registry)?;
-            let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
-            Ok(format!("{base}{location}"))
+            Ok(format!("{}{location}", self.base(registry)?))
         } else {
             bail!("the registry sent an unusable Location header {location:?}")
         }
@@ -221,10 +373,16 @@ impl Transport {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
-        self.send_authenticated(registry, method, target, true, |url, authorization| {
-            self.http
-                .send_with_retries(method, url, headers, authorization, body)
-        })
+        self.send_authenticated(
+            registry,
+            method,
+            target,
+            true,
+            |url, authorization, retry| {
+                self.http
+                    .send_retrying(method, url, headers, authorization, body, retry)
+            },
+        )
     }
 
     /// Sends one request of a blob copy (see `Http::send_stream`): a GET of the blob,
@@ -246,7 +404,7 @@ impl Transport {
             method,
             target,
             repeatable,
-            |url, authorization| {
+            |url, authorization, _| {
                 let body = body.take().map(|b| b as &mut dyn std::io::Read);
                 self.http
                     .send_stream(method, url, headers, authorization, body, deadline)
@@ -254,32 +412,44 @@ impl Transport {
         )
     }
 
-    /// Runs `perform` (one request to `target` on `registry`) with the Authorization the
-    /// registry asks for, and once more with a wider token after a 401 when `repeatable`.
+    /// Runs `perform` (one request to `target` on `registry`, given the URL, the
+    /// Authorization and whether it may be retried) with the Authorization the registry
+    /// asks for, and once more with a wider token after a 401 when `repeatable`. The
+    /// registry's first request teaches its scheme and challenge.
     fn send_authenticated(
         &self,
         registry: &str,
         method: &str,
         target: &str,
         repeatable: bool,
-        mut perform: impl FnMut(&str, Option<&Secret>) -> Result<ureq::Response>,
+        mut perform: impl FnMut(&str, Option<&Secret>, bool) -> Result<ureq::Response>,
     ) -> Result<ureq::Response> {
-        let state = self.state(registry)?;
-        let url = self.resolve(registry, target)?;
+        let reg = self.registry(registry);
+        let (base, mut first) =
+            self.learn_base(&reg, registry, target, repeatable, &mut perform)?;
+        let url = if target.starts_with('/') {
+            format!("{base}{target}")
+        } else {
+            self.resolve(registry, target)?
+        };
         let scopes = scopes_for(method, &url);
         // Credentials go to the registry itself only, never to another host a Location
         // header names.
-        let base = state.lock().unwrap_or_else(|e| e.into_inner()).base.clone();
         let same_origin = url.starts_with(&format!("{base}/"));
         let mut asked_again = false;
         loop {
-            let authorization = if same_origin {
-                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-                self.authorization(&mut st, registry, &scopes)?
-            } else {
-                None
+            let (resp, sent) = match first.take() {
+                Some(resp) => (resp, false),
+                None => {
+                    let authorization = if same_origin {
+                        self.authorization(&mut reg.state(), registry, &base, &scopes)?
+                    } else {
+                        None
+                    };
+                    let sent = authorization.is_some();
+                    (perform(&url, authorization.as_ref(), true)?, sent)
+                }
             };
-            let resp = perform(&url, authorization.as_ref())?;
             if resp.status() != 401 || asked_again || !repeatable {
                 return Ok(resp);
             }
@@ -289,10 +459,7 @@ impl Transport {
             else {
                 return Ok(resp);
             };
-            let retry = learn(
-                &mut state.lock().unwrap_or_else(|e| e.into_inner()),
-                challenge,
-            );
+            let retry = learn(&mut reg.state(), challenge, sent);
             if !retry {
                 return Ok(resp);
             }
@@ -306,6 +473,7 @@ impl Transport {
         &self,
         st: &mut State,
         registry: &str,
+        base: &str,
         scopes: &[String],
     ) -> Result<Option<Secret>> {
         let Some(challenge) = st.challenge.clone() else {
@@ -341,7 +509,7 @@ impl Transport {
                     requested.extend(t.requested.iter().cloned());
                 }
                 let requested = bound_scopes(auth::merge_scopes(&requested), scopes);
-                let plain_loopback = st.base.starts_with("http://") && is_loopback_host(registry);
+                let plain_loopback = base.starts_with("http://") && is_loopback_host(registry);
                 auth::check_realm(&realm, plain_loopback)?;
                 let token = self
                     .fetch_token(&realm, service.as_deref(), requested, credential.as_ref())
@@ -409,17 +577,15 @@ impl Transport {
     /// Whether the current token for `registry` grants `action` on `repository`
     /// (`None` when unknown: no token, or one whose claims cannot be read).
     pub fn grants(&self, registry: &str, repository: &str, action: &str) -> Option<bool> {
-        let state = self.state(registry).ok()?;
-        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = self.registry(registry);
+        let st = reg.state();
         st.token.as_ref()?.grants(repository, action)
     }
 
     /// Who we are on `registry`, for messages.
     pub fn identity(&self, registry: &str) -> String {
-        let Ok(state) = self.state(registry) else {
-            return "unknown credentials".into();
-        };
-        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = self.registry(registry);
+        let st = reg.state();
         match &st.credential {
             Some(Some(f)) => f.describe(),
             Some(None) => format!(
@@ -455,12 +621,7 @@ impl Transport {
                 }
             }
         }
-        let none_found = self.state(registry).is_ok_and(|s| {
-            matches!(
-                s.lock().unwrap_or_else(|e| e.into_inner()).credential,
-                Some(None)
-            )
-        });
+        let none_found = matches!(self.registry(registry).state().credential, Some(None));
         let hint = if !missing.is_empty() {
             format!(
                 "{} has no {}",
@@ -482,12 +643,22 @@ impl Transport {
     }
 }
 
-/// Takes in a 401's challenge; whether asking again may help. A Bearer challenge asks
-/// for more than the token covers: the next token asks for that scope too. A Basic one
-/// after Basic credentials were sent will not be met by sending them again.
-fn learn(st: &mut State, challenge: Challenge) -> bool {
-    let retry = match (&challenge, &st.challenge) {
-        (Challenge::Bearer { scope, .. }, _) => {
+/// The host that serves a registry's API.
+fn api_host(registry: &str) -> &str {
+    if registry == crate::oci::reference::DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+/// Takes in a 401's challenge to a request sent with credentials or not (`sent`);
+/// whether asking again may help. A Bearer challenge asks for more than the token
+/// covers: the next token asks for that scope too. A Basic one after credentials were
+/// sent will not be met by sending them again.
+fn learn(st: &mut State, challenge: Challenge, sent: bool) -> bool {
+    let retry = match &challenge {
+        Challenge::Bearer { scope, .. } => {
             let mut wanted = st.wanted.clone();
             // One scope parameter may hold several, space-separated.
             wanted.extend(
@@ -501,14 +672,13 @@ fn learn(st: &mut State, challenge: Challenge) -> bool {
             st.wanted = auth::merge_scopes(&wanted);
             true
         }
-        (Challenge::Basic, Some(Challenge::Basic)) => false,
-        (Challenge::Basic, _) => true,
+        Challenge::Basic => !sent,
     };
     st.challenge = Some(challenge);
     retry
 }
 
-/// A registry's failed ping, kept for the run and handed to every request for it: the
+/// A registry's failed first request (or ping), kept for the run and handed to every request for it: the
 /// same messages and the same typed causes each time.
 #[derive(Debug)]
 struct PingFailed(Arc<anyhow::Error>);
