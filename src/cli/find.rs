@@ -32,7 +32,10 @@ pub fn run(g: &Global, args: &FindArgs, out: &mut impl Write, err: &mut impl Wri
     let from_stdin = args.repositories.as_deref() == Some("-");
     let explicit = explicit_credential(g, !from_stdin)?;
     if let Some(path) = &args.repositories {
-        places.extend(listed(g, &read_list(path, "the list of repositories")?)?);
+        places.extend(listed(
+            g,
+            &read_list(path, "--repositories", "the list of repositories")?,
+        )?);
     }
     let hosts = places
         .iter()

@@ -46,7 +46,7 @@ pub fn run(
         push,
         same_labels: args.require_same_label.clone(),
     };
-    let text = read_list(path, "the list")?;
+    let text = read_list(path, "--from-file", "the list")?;
     // Every shard checks the whole list: two shards may not write one tag either.
     fleet::check_targets(&fleet::read_lines(&defaults, &numbered(&text, None)))?;
     let lines = fleet::read_lines(&defaults, &numbered(&text, shard));
@@ -116,8 +116,9 @@ pub(super) fn parse_shard(s: &str) -> Result<(usize, usize)> {
     }
 }
 
-/// Reads `what` (the list, or a report) from the file `path`, or stdin for `-`.
-pub(super) fn read_list(path: &str, what: &str) -> Result<String> {
+/// Reads `what` (the list, or a report), given by `option` (`--from-file`), from the file
+/// `path`, or stdin for `-`.
+pub(super) fn read_list(path: &str, option: &str, what: &str) -> Result<String> {
     let too_large = || {
         anyhow::anyhow!(
             "{what} is larger than {MAX_LIST_BYTES} bytes: split it, e.g. with split(1), \
@@ -128,7 +129,7 @@ pub(super) fn read_list(path: &str, what: &str) -> Result<String> {
     if path == "-" {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            bail!("--from-file - reads {what} on stdin, and stdin is a terminal");
+            bail!("{option} - reads {what} on stdin, and stdin is a terminal");
         }
         // A file redirected to stdin has a size to refuse by before reading; a pipe does not.
         if size_of_file(&stdin).is_some_and(|n| n > MAX_LIST_BYTES) {

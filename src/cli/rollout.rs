@@ -24,7 +24,7 @@ pub fn run(
     }
     // The report may come on stdin: then the password cannot.
     let explicit = explicit_credential(g, args.from_file != "-")?;
-    let text = read_list(&args.from_file, "the report")?;
+    let text = read_list(&args.from_file, "--from-file", "the report")?;
     let tasks = rollout::read_report(kind, &numbered(&text, shard));
     let client = client(g, explicit, rollout::named_hosts(&tasks), false)?;
     report(tasks.len(), "tags", out, err, |each| {
