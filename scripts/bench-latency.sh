@@ -327,7 +327,7 @@ $(registry_requests "$m0" "$m1" | wc -l) $(proxy_slice "$p0" "$p1" | grep -c '^o
 for scheme in https http; do
 	if [[ $scheme == https ]]; then
 		start_tls_registry "$work/registry-https"
-		ca_flags=(--ca-cert "$tls/ca.pem") curl_tls=(--cacert "$tls/ca.pem")
+		ca_flags=(--https --ca-cert "$tls/ca.pem") curl_tls=(--cacert "$tls/ca.pem")
 	else
 		start_registry "$work/registry-http"
 		ca_flags=() curl_tls=()

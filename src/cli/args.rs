@@ -35,6 +35,9 @@ pub struct Global {
     /// Allow plain HTTP, and accept any TLS certificate, for every registry
     #[arg(help_heading = REGISTRY, long, global = true)]
     pub insecure: bool,
+    /// Speak only HTTPS, to loopback registries too (they are asked in plain HTTP first)
+    #[arg(help_heading = REGISTRY, long, global = true)]
+    pub https: bool,
     /// Default registry for references without a registry host (instead of docker.io)
     #[arg(help_heading = REGISTRY, long, global = true, value_name = "HOST[:PORT]")]
     pub registry: Option<String>,
@@ -317,6 +320,7 @@ impl From<&PushArgs> for PushOptions {
             single: a.single,
             keep_attestations: a.keep_attestations,
             image_is_current: false,
+            ahead: None,
         }
     }
 }

@@ -10,7 +10,7 @@ mod plan;
 mod progress;
 mod rollout;
 
-use crate::document::Document;
+use crate::document::{Document, Role};
 use crate::error::NotBased;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_registry};
@@ -92,17 +92,31 @@ fn fetch_manifest_cmd(
         .transpose()?;
     let platforms = Platform::parse_list(&args.platform)?;
     let explicit = explicit_credential(g, false)?;
-    let mut doc = read_document("fetch-manifest", true)?;
-    let hosts = doc.named_hosts().into_iter();
-    let hosts = hosts.chain(reference.as_ref().map(|r| r.registry.clone()));
-    let client = client(g, explicit, hosts, false)?;
+    let role: Role = args.role.into();
+    // A base given by reference is fetched while the document is read: the stages of a
+    // pipeline run at once, so its manifest is there when the image's document arrives.
+    let named: Vec<String> = reference.iter().map(|r| r.registry.clone()).collect();
+    let early = client(g, explicit.clone(), named.clone(), true)?;
+    let mut doc = std::thread::scope(|s| {
+        if let Some(r) = reference.as_ref().filter(|_| role != Role::Image) {
+            s.spawn(|| early.fetch_base_manifest(r).map(drop));
+        }
+        read_document("fetch-manifest", true)
+    })?;
+    let hosts = doc.named_hosts();
+    // A credential given on the command line goes only to the registries named: those
+    // of the document too, known only now.
+    let client = if explicit.is_none() || hosts.iter().all(|h| named.contains(h)) {
+        early
+    } else {
+        client(g, explicit, hosts.into_iter().chain(named), false)?
+    };
     teach(&client, &doc);
     let opts = fetch_manifest::Options {
         label: &args.label,
         platforms: &platforms,
         annotation_failed: None,
     };
-    let role = args.role.into();
     let notes = fetch_manifest::step(&client, &mut doc, role, reference.as_ref(), &opts)?;
     doc.note_registries(client.learnt());
     print_notes(err, &doc.skipped_notes())?;
@@ -307,6 +321,7 @@ fn client(
 ) -> Result<Client> {
     Client::new(Options {
         insecure: g.insecure,
+        https: g.https,
         verbose: g.verbose,
         ca_cert: g.ca_cert.clone(),
         timeout: std::time::Duration::from_secs(g.timeout),

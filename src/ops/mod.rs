@@ -48,6 +48,9 @@ pub struct PushOptions {
     /// known to hold it (the porcelain). A document from stdin may be stale: then
     /// put-manifest asks the registry what the tag holds now.
     pub image_is_current: bool,
+    /// What the porcelain sent ahead for this push: a HEAD of the target tag, an upload
+    /// session. Cancelled when the step ends, if unused.
+    pub ahead: Option<std::sync::Arc<crate::registry::Ahead>>,
 }
 
 impl PushOptions {

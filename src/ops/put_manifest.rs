@@ -12,7 +12,7 @@ use crate::oci::media::Family;
 use crate::oci::platform::Platform;
 use crate::oci::reference::{Reference, check_tag};
 use crate::ops::PushOptions;
-use crate::registry::{Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport, Why};
+use crate::registry::{Ahead, Blob, Client, MAX_JSON_BYTES, Placed, Push, PushReport, Why};
 use anyhow::{Context, Result, bail};
 use serde_json::Map;
 
@@ -26,6 +26,14 @@ use serde_json::Map;
 /// multi-platform image each platform's manifest is pushed by digest, then the new index
 /// under the tag. Returns notes for the user.
 pub fn step(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
+    let done = write(client, doc, args);
+    if let Some(ahead) = &args.ahead {
+        client.cancel_ahead(ahead);
+    }
+    done
+}
+
+fn write(client: &Client, doc: &mut Document, args: &PushOptions) -> Result<Vec<String>> {
     if let Some(t) = &args.tag {
         check_tag(t)?;
     }
@@ -172,7 +180,7 @@ fn put_index(
             &target,
             &digest,
             args.force,
-            None,
+            asked_ahead(client, &target, args),
             source,
             |current| index_is_rebase_of(client, doc, &target, current),
         )?;
@@ -226,6 +234,7 @@ fn write_index(
             upload: None,
             dry_run: false,
             no_copy,
+            ahead: None,
         })
         .with_context(|| {
             format!(
@@ -380,13 +389,51 @@ fn push(
         &fin.config_digest,
     );
     pushed.dry_run = args.dry_run;
-    let checked = check_image_target(client, doc, target, &fin.manifest_digest, args)?;
-    pushed.previous = checked.previous;
-    if checked.holds {
-        pushed.unchanged = true;
-        return Ok(pushed);
-    }
-    // Foreign (non-distributable) layers live at their URLs, not in the registry.
+    // The config's upload session is opened while the target tag is checked (unless the
+    // porcelain opened it ahead): neither waits for the other. Unused, it is cancelled.
+    let own = Ahead::new(&target.registry, &target.repository, None);
+    let ahead = match args.ahead.as_deref() {
+        Some(a) if a.is_for(&target.registry, &target.repository) => a,
+        _ => &own,
+    };
+    let blobs = result_layers(doc, result)?;
+    // Only while a request checks the target: an answer known already may well say that
+    // nothing is to be written (a re-run).
+    let asks = known_target(client, doc.require(Role::Image)?, target, args).is_none();
+    let checked = std::thread::scope(|s| {
+        if asks && !args.dry_run {
+            s.spawn(|| client.open_ahead(ahead));
+        }
+        check_image_target(client, doc, target, &fin.manifest_digest, args)
+    });
+    let pushed = checked.and_then(|checked| {
+        pushed.previous = checked.previous;
+        if checked.holds {
+            pushed.unchanged = true;
+            return Ok(pushed);
+        }
+        let report = client.push(&Push {
+            registry: &target.registry,
+            repository: &target.repository,
+            tag: target.tag.as_deref(),
+            media_type: &result.media_type,
+            manifest: &fin.manifest_bytes,
+            blobs,
+            upload: Some((&fin.config_digest, &fin.config_bytes)),
+            dry_run: args.dry_run,
+            no_copy: args.no_copy,
+            ahead: Some(ahead),
+        })?;
+        notes.extend(record(&mut pushed, report, args.dry_run));
+        Ok(pushed)
+    });
+    client.cancel_ahead(&own);
+    pushed
+}
+
+/// The result's layers to make present, each once; foreign (non-distributable) layers
+/// live at their URLs, not in the registry.
+fn result_layers(doc: &Unit, result: &ResultSection) -> Result<Vec<Blob>> {
     let mut blobs: Vec<Blob> = Vec::new();
     for descriptor in image::layers(&result.manifest)? {
         let layer = descriptor
@@ -403,19 +450,7 @@ fn push(
             });
         }
     }
-    let report = client.push(&Push {
-        registry: &target.registry,
-        repository: &target.repository,
-        tag: target.tag.as_deref(),
-        media_type: &result.media_type,
-        manifest: &fin.manifest_bytes,
-        blobs,
-        upload: Some((&fin.config_digest, &fin.config_bytes)),
-        dry_run: args.dry_run,
-        no_copy: args.no_copy,
-    })?;
-    notes.extend(record(&mut pushed, report, args.dry_run));
-    Ok(pushed)
+    Ok(blobs)
 }
 
 /// Lists what the push did with each blob in the document's terms; a note for each
@@ -547,6 +582,7 @@ fn retag(
         upload: None,
         dry_run: args.dry_run,
         no_copy: args.no_copy,
+        ahead: None,
     })?;
     notes.extend(record(&mut pushed, report, args.dry_run));
     Ok(pushed)
@@ -600,13 +636,13 @@ struct Checked {
 /// already holds `digest` (nothing to write); free when nothing is there, the source
 /// itself, something `is_ours` accepts (a rebase of the source), or anything with
 /// `force`; an error naming the tag and what it holds otherwise. `known` is what the tag
-/// is known to hold without asking (the porcelain's own tag).
+/// is known to hold without asking (the porcelain's own tag, or what it asked ahead).
 fn check_target(
     client: &Client,
     target: &Target,
     digest: &Digest,
     force: bool,
-    known: Option<Digest>,
+    known: Option<Option<Digest>>,
     source: Source,
     is_ours: impl FnOnce(&Reference) -> Result<bool>,
 ) -> Result<Checked> {
@@ -619,7 +655,7 @@ fn check_target(
         },
     );
     let current = match known {
-        Some(d) => Some(d),
+        Some(known) => known,
         None => client
             .head_manifest(&r)
             .with_context(|| format!("checking {r}"))?,
@@ -659,7 +695,7 @@ fn check_image_target(
         digest: &image.digest,
         reference: &image.reference,
     };
-    let known = own_tag_digest(image, target, args);
+    let known = known_target(client, image, target, args);
     check_target(
         client,
         target,
@@ -679,6 +715,28 @@ fn own_tag_digest(image: &ImageSection, target: &Target, args: &PushOptions) -> 
         && target.registry == image.registry
         && target.repository == image.repository;
     (own_tag && args.image_is_current).then(|| image.digest.clone())
+}
+
+/// What the target holds, when that is known without asking now: the image's own tag
+/// in the porcelain, or what the porcelain asked ahead.
+fn known_target(
+    client: &Client,
+    image: &ImageSection,
+    target: &Target,
+    args: &PushOptions,
+) -> Option<Option<Digest>> {
+    own_tag_digest(image, target, args)
+        .map(Some)
+        .or_else(|| asked_ahead(client, target, args))
+}
+
+/// What the target tag held when the porcelain asked ahead, with the first requests (it
+/// moves only by this push's manifest PUT, and a rebase takes milliseconds); `None`:
+/// ask now.
+fn asked_ahead(client: &Client, target: &Target, args: &PushOptions) -> Option<Option<Digest>> {
+    let ahead = args.ahead.as_deref()?;
+    target.tag.as_ref()?;
+    client.head_asked(ahead, &target_ref(target, None))
 }
 
 /// Whether the manifest at `r` has the image's own part (top layers and history) on top.
@@ -931,10 +989,19 @@ mod tests {
         Document::from_json(&doc.to_string()).unwrap()
     }
 
+    /// The requests that changed something: upload sessions opened ahead and cancelled
+    /// change nothing (none may be left open).
     fn writes(fake: &Fake) -> Vec<Request> {
-        fake.requests()
+        assert_eq!(fake.open_uploads(), 0, "an upload session was left open");
+        let session = |r: &Request| {
+            r.path.contains("/blobs/uploads/")
+                && (r.method == "DELETE" || r.method == "POST" && r.param("mount").is_none())
+        };
+        let requests = fake.requests();
+        let cancelled = requests.iter().any(|r| r.method == "DELETE");
+        requests
             .into_iter()
-            .filter(Request::writes)
+            .filter(|r| r.writes() && !(cancelled && session(r)))
             .collect()
     }
 
@@ -975,6 +1042,28 @@ mod tests {
         assert!(fake.has_blob("app", &p.config_digest));
         assert!(fake.has_blob("app", &layer("new base")));
         assert!(!p.unchanged && !p.dry_run);
+    }
+
+    #[test]
+    fn the_target_tag_s_check_and_the_config_s_upload_session_go_out_together() {
+        let fake = Fake::start();
+        let mut doc = document(&fake, "rebased");
+        fake.clear_requests();
+        fake.delay(std::time::Duration::from_millis(50));
+        step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
+        let level = |method: &str, mount: bool| {
+            fake.levels()
+                .into_iter()
+                .find(|(r, _)| r.method == method && r.param("mount").is_some() == mount)
+                .map(|(r, l)| (r.path, l))
+        };
+        let app = |what: &str| format!("/v2/app/{what}");
+        // 1: HEAD and POST; 2: the mount and the config's PUT; 3: the manifest PUT.
+        assert_eq!(level("HEAD", false), Some((app("manifests/rebased"), 1)));
+        assert_eq!(level("POST", false), Some((app("blobs/uploads/"), 1)));
+        assert_eq!(level("POST", true), Some((app("blobs/uploads/"), 2)));
+        assert_eq!(fake.depth(), 3, "{:#?}", fake.levels());
+        assert_eq!(fake.open_uploads(), 0);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::ops::{
     PushOptions, SplitOptions, contract, fetch_config, fetch_manifest, put_manifest, splice,
     split_history,
 };
-use crate::registry::{Client, MAX_JSON_BYTES};
+use crate::registry::{Ahead, Client, MAX_JSON_BYTES};
 use anyhow::{Result, bail};
+use std::sync::Arc;
 
 /// One image to rebase, with its options parsed.
 pub struct Spec {
@@ -54,6 +55,38 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     if let Some(template) = &spec.push.tag {
         check_template(template)?;
     }
+    let ahead = Arc::new(ahead_for(spec));
+    let done = rebase_with(client, spec, &ahead, notes);
+    client.cancel_ahead(&ahead);
+    done
+}
+
+/// What can be sent ahead for the push before anything is fetched: the target is known
+/// from the command line (but for a `{digest}` template), and a HEAD of its tag is needed
+/// unless it is the image's own tag, which the image's fetch reads anyway.
+fn ahead_for(spec: &Spec) -> Ahead {
+    let image = &spec.image;
+    let (registry, repository) = spec
+        .push
+        .to
+        .clone()
+        .unwrap_or_else(|| (image.registry.clone(), image.repository.clone()));
+    let tag = match &spec.push.tag {
+        Some(t) if t.contains("{digest}") => None,
+        Some(t) if t.contains("{tag}") => image.tag.as_ref().map(|own| t.replace("{tag}", own)),
+        Some(t) => Some(t.clone()),
+        None => None,
+    };
+    let own = spec.push.to.is_none() && tag == image.tag;
+    Ahead::new(&registry, &repository, tag.as_deref().filter(|_| !own))
+}
+
+fn rebase_with(
+    client: &Client,
+    spec: &Spec,
+    ahead: &Arc<Ahead>,
+    notes: &mut Vec<String>,
+) -> Result<Document> {
     let opts = fetch_manifest::Options {
         label: &spec.split.label,
         platforms: &spec.platforms,
@@ -61,7 +94,7 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     };
     let mut annotation_failed = None;
     let mut doc = Document::default();
-    fetch_image(client, spec, &mut doc, &opts)?;
+    fetch_image(client, spec, ahead, &mut doc, &opts)?;
     notes.extend(doc.skipped_notes());
     let tag = target_tag(spec, &doc)?;
     match &spec.old_base {
@@ -104,6 +137,7 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
     let push = PushOptions {
         image_is_current: true,
         tag,
+        ahead: Some(ahead.clone()),
         ..spec.push.clone()
     };
     notes.extend(put_manifest::step(client, &mut doc, &push)?);
@@ -119,6 +153,7 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
 fn fetch_image(
     client: &Client,
     spec: &Spec,
+    ahead: &Ahead,
     doc: &mut Document,
     opts: &fetch_manifest::Options,
 ) -> Result<()> {
@@ -131,6 +166,7 @@ fn fetch_image(
         for r in [&spec.old_base, &spec.new_base].into_iter().flatten() {
             scope.spawn(prefetch(r.clone()));
         }
+        scope.spawn(|| client.head_ahead(ahead));
         let fetched = fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts);
         if let Some(want) = &spec.found {
             unmoved(&spec.image, want, doc, fetched.as_ref().err())?;
@@ -148,11 +184,55 @@ fn fetch_image(
             annotated(old, detect::old_base),
             annotated(spec.new_base.is_none(), detect::annotated_new_base),
         ];
+        let old_base = spec.old_base.clone().or_else(|| bases[0].clone());
+        let new_base = spec.new_base.clone().or_else(|| bases[1].clone());
         for r in bases.into_iter().flatten() {
             scope.spawn(prefetch(r));
         }
+        // The config's upload session, opened while the configs are fetched, once the
+        // bases' manifests show there will be an upload.
+        let image = doc.unit.image.as_ref().filter(|_| !doc.is_index());
+        let image_layers = image.and_then(|i| layer_digests(&i.manifest));
+        if let (Some(image), Some(new_base), false) = (image_layers, new_base, spec.push.dry_run) {
+            scope.spawn(move || {
+                if will_upload(client, &image, old_base.as_ref(), &new_base)
+                    && !client.tag_held(ahead)
+                {
+                    client.open_ahead(ahead);
+                }
+            });
+        }
         fetch_config::step(client, doc)
     })
+}
+
+/// Whether a single image (its layers: `image`) will get a new config: it is on the old
+/// base (when there is one) and not on the new base yet, as far as the bases' manifests
+/// (fetched once a run) tell. Not when that cannot be told: the push then opens the
+/// session itself.
+fn will_upload(
+    client: &Client,
+    image: &[String],
+    old_base: Option<&Reference>,
+    new_base: &Reference,
+) -> bool {
+    let layers = |r: &Reference| {
+        let fetched = client.fetch_base_manifest(r).ok()?;
+        layer_digests(&serde_json::from_slice(&fetched.bytes).ok()?)
+    };
+    let Some(new) = layers(new_base) else {
+        return false;
+    };
+    let on_old = old_base
+        .and_then(layers)
+        .is_none_or(|old| image.starts_with(&old));
+    on_old && !image.starts_with(&new)
+}
+
+/// A manifest's layer digests, in order.
+fn layer_digests(manifest: &serde_json::Value) -> Option<Vec<String>> {
+    let digests = crate::image::layer_digests(manifest).ok()?;
+    Some(digests.into_iter().map(str::to_string).collect())
 }
 
 /// Refuses (as not based: skipped) an image whose tag no longer holds the digest `find`
@@ -306,9 +386,10 @@ mod tests {
         }
     }
 
-    /// Rebases app:1 (on base:v1) onto base:v2 with every request 50 ms away; the most
-    /// requests that were in flight at once.
-    fn in_flight(old_base: Option<&str>) -> usize {
+    /// Rebases app:1 (on base:v1, which its annotations name) onto base:v2 at the tag
+    /// "rebased", with every request 50 ms away; the fake registry, which knows each
+    /// request's level (how many answers it waited for, one after another).
+    fn rebased(old_base: Option<&str>) -> Fake {
         let fake = Fake::start();
         let v1 = image(&fake, "base:v1", &["b1"], json!({}));
         image(&fake, "base:v2", &["b2"], json!({}));
@@ -317,8 +398,9 @@ mod tests {
             "org.opencontainers.image.base.digest": v1,
         });
         image(&fake, "app:1", &["b1", "app"], annotations);
+        fake.clear_requests();
         fake.delay(std::time::Duration::from_millis(50));
-        let client = fake.client();
+        let client = fake.run_client();
         let doc = rebase(&client, &spec(&fake, old_base), &mut vec![]).unwrap();
         let written = fake
             .manifest("app", "rebased")
@@ -332,59 +414,109 @@ mod tests {
             "{:#?}",
             fake.requests()
         );
-        fake.most_in_flight()
+        assert_eq!(fake.open_uploads(), 0);
+        fake
     }
 
-    /// A rebase of app:1 (on base:v1, or of app:gone, which does not exist) that `find`
-    /// saw holding `found`; the rebase's error, if any.
-    fn rebase_found(image_tag: &str, found: impl Fn(&Digest) -> Digest) -> Option<String> {
+    /// The level of the upload's POST (not a mount) and of its PUT.
+    fn upload_levels(fake: &Fake) -> (Option<usize>, Option<usize>) {
+        let levels = fake.levels();
+        let find = |method: &str| {
+            levels
+                .iter()
+                .find(|(r, _)| {
+                    r.method == method
+                        && r.path.starts_with("/v2/app/blobs/uploads/")
+                        && r.param("mount").is_none()
+                })
+                .map(|(_, l)| *l)
+        };
+        (find("POST"), find("PUT"))
+    }
+
+    #[test]
+    fn an_explicit_rebase_waits_for_four_answers_one_after_another() {
+        let fake = rebased(Some("base:v1"));
+        // 1: the three manifests and the target tag's HEAD; 2: the three configs and the
+        // config's upload session; 3: the mount and the config's PUT; 4: the manifest PUT.
+        assert_eq!(fake.depth(), 4, "{:#?}", fake.levels());
+        assert_eq!(fake.level_of("HEAD", "/v2/app/manifests/rebased"), Some(1));
+        assert_eq!(upload_levels(&fake), (Some(2), Some(3)));
+        assert_eq!(fake.level_of("PUT", "/v2/app/manifests/rebased"), Some(4));
+    }
+
+    #[test]
+    fn an_annotated_rebase_waits_for_one_answer_more() {
+        // The old base the image's annotations name is asked for once the image is
+        // there, along with the image's config and the new base's.
+        let fake = rebased(None);
+        assert_eq!(fake.depth(), 5, "{:#?}", fake.levels());
+        let old = fake
+            .levels()
+            .into_iter()
+            .find(|(r, _)| r.path.starts_with("/v2/base/manifests/sha256:"))
+            .map(|(_, l)| l);
+        assert_eq!(old, Some(2));
+        // The session waits for the old base's manifest (the image must be on it), and
+        // is there before the old base's config.
+        assert_eq!(upload_levels(&fake), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn the_upload_session_is_opened_with_the_config_s_fetch_and_only_when_needed() {
         let fake = Fake::start();
         image(&fake, "base:v1", &["b1"], json!({}));
         image(&fake, "base:v2", &["b2"], json!({}));
-        let app = image(&fake, "app:1", &["b1", "app"], json!({}));
-        let spec = Spec {
-            image: fake.r(&format!("app:{image_tag}")),
-            found: Some(found(&app)),
+        image(&fake, "app:1", &["b1", "app"], json!({}));
+        image(&fake, "app:2", &["b1", "app two"], json!({}));
+        image(&fake, "app:3", &["b2", "app three"], json!({}));
+        let client = fake.run_client();
+        let fleet = |tag: &str| Spec {
+            image: fake.r(&format!("app:{tag}")),
+            push: PushOptions::default(),
             ..spec(&fake, Some("base:v1"))
         };
-        let result = rebase(&fake.client(), &spec, &mut vec![]);
-        assert_eq!(
-            fake.count("HEAD", &format!("/v2/app/manifests/{image_tag}")),
-            0
+        rebase(&client, &fleet("1"), &mut vec![]).unwrap();
+        // The bases are known now, as for every image of a fleet but the first.
+        fake.clear_requests();
+        fake.delay(std::time::Duration::from_millis(50));
+        rebase(&client, &fleet("2"), &mut vec![]).unwrap();
+        // Manifest; config and upload session; config PUT; manifest PUT.
+        assert_eq!(fake.depth(), 4, "{:#?}", fake.levels());
+        assert_eq!(upload_levels(&fake), (Some(2), Some(3)));
+        // An image on the new base already uploads nothing, and opens no session.
+        fake.clear_requests();
+        let doc = rebase(&client, &fleet("3"), &mut vec![]).unwrap();
+        assert!(final_pushed(&doc).unchanged);
+        assert_eq!(upload_levels(&fake), (None, None), "{:#?}", fake.levels());
+        assert_eq!(fake.open_uploads(), 0);
+    }
+
+    #[test]
+    fn no_session_is_opened_ahead_for_a_tag_that_holds_something_or_an_image_not_on_the_old_base() {
+        let fake = Fake::start();
+        image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        image(&fake, "app:1", &["b1", "app"], json!({}));
+        // The target tag holds something else (a re-run's result, or here another
+        // image: the rebase is refused): the push decides, after its check.
+        image(&fake, "app:rebased", &["other"], json!({}));
+        fake.clear_requests();
+        let err = rebase(
+            &fake.run_client(),
+            &spec(&fake, Some("base:v1")),
+            &mut vec![],
         );
-        result.err().map(|e| {
-            assert_eq!(crate::error::exit_status(&e), crate::error::EXIT_NOT_BASED);
-            format!("{e:#}")
-        })
-    }
-
-    #[test]
-    fn an_image_whose_tag_still_holds_what_find_saw_is_rebased() {
-        assert_eq!(rebase_found("1", |app| app.clone()), None);
-    }
-
-    #[test]
-    fn an_image_whose_tag_moved_or_went_since_find_saw_it_is_skipped() {
-        let other = Digest::of(b"another manifest");
-        let err = rebase_found("1", |_| other.clone()).expect("skipped");
-        assert!(
-            err.contains("moved since it was found") && err.contains("it holds sha256:"),
-            "{err}"
-        );
-        let err = rebase_found("gone", |_| other.clone()).expect("skipped");
-        assert!(err.contains("it holds nothing now"), "{err}");
-    }
-
-    #[test]
-    fn the_bases_are_fetched_while_the_image_is() {
-        // The image's, the old base's and the new base's manifests at once.
-        assert!(in_flight(Some("base:v1")) >= 3);
-    }
-
-    #[test]
-    fn the_annotated_old_base_is_fetched_while_the_image_s_config_is() {
-        // The image's config, the new base's config and the annotated old base's manifest.
-        assert!(in_flight(None) >= 3);
+        assert!(format!("{:#}", err.unwrap_err()).contains("--force"));
+        assert_eq!(fake.count("POST", "/v2/app/blobs/uploads/"), 0);
+        // Not on the old base: refused before the push, and no session opened.
+        fake.clear_requests();
+        let spec = Spec {
+            old_base: Some(fake.r("base:v2")),
+            ..spec(&fake, None)
+        };
+        assert!(rebase(&fake.run_client(), &spec, &mut vec![]).is_err());
+        assert_eq!(fake.count("POST", "/v2/app/blobs/uploads/"), 0);
     }
 
     #[test]
@@ -404,11 +536,12 @@ mod tests {
             new_base: None,
             ..spec(&fake, None)
         };
-        let doc = rebase(&fake.client(), &spec, &mut vec![]).unwrap();
+        let doc = rebase(&fake.run_client(), &spec, &mut vec![]).unwrap();
         let written = fake.manifest("app", "rebased").expect("written");
         assert_eq!(Digest::of(&written), final_pushed(&doc).digest);
         // The image's config, the old base's manifest and the new base's at once.
         assert!(fake.most_in_flight() >= 3, "{}", fake.most_in_flight());
+        assert_eq!(fake.depth(), 5, "{:#?}", fake.levels());
     }
 
     #[test]

@@ -328,6 +328,7 @@ fn move_tag(
             dry_run: false,
             // The manifest is in this repository already, and so is all it lists.
             no_copy: true,
+            ahead: None,
         })
         .with_context(|| format!("putting {} under {}", m.put, m.tag))?;
     Ok((status, current))

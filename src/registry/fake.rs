@@ -107,6 +107,12 @@ struct Shared {
     /// Requests being handled now, and the most there ever were at once.
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
+    /// Each request with its level: one more than the highest level of the requests
+    /// answered before it arrived (requests sent together share a level; a request
+    /// that had to wait for an answer is one level up). The highest is how many round
+    /// trips the requests cost, one after another.
+    levels: Mutex<Vec<(Request, usize)>>,
+    done_level: AtomicUsize,
     /// Connections that began with a TLS handshake record.
     tls_attempts: AtomicUsize,
     stop: AtomicBool,
@@ -120,6 +126,10 @@ impl Shared {
 
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn levels(&self) -> MutexGuard<'_, Vec<(Request, usize)>> {
+        self.levels.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -143,6 +153,8 @@ impl Fake {
             delay: Mutex::new(Duration::ZERO),
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
+            levels: Mutex::default(),
+            done_level: AtomicUsize::new(0),
             tls_attempts: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -170,6 +182,16 @@ impl Fake {
     pub(crate) fn client(&self) -> Client {
         Client::new(Options {
             timeout: CLIENT_TIMEOUT,
+            ..Options::default()
+        })
+        .expect("a client")
+    }
+
+    /// A client as the porcelain and fleet mode make one: bases fetched by tag once a run.
+    pub(crate) fn run_client(&self) -> Client {
+        Client::new(Options {
+            timeout: CLIENT_TIMEOUT,
+            cache_tags: true,
             ..Options::default()
         })
         .expect("a client")
@@ -234,9 +256,30 @@ impl Fake {
         self.shared.store().log.clone()
     }
 
-    /// Forgets the requests so far.
+    /// Forgets the requests so far (and their levels).
     pub(crate) fn clear_requests(&self) {
         self.shared.store().log.clear();
+        self.shared.levels().clear();
+        self.shared.done_level.store(0, Ordering::SeqCst);
+    }
+
+    /// Every request so far with its level (see `Shared::levels`), in the order they
+    /// arrived. Meaningful with a `delay` far longer than the client's own work.
+    pub(crate) fn levels(&self) -> Vec<(Request, usize)> {
+        self.shared.levels().clone()
+    }
+
+    /// The level of the first request with this method and path.
+    pub(crate) fn level_of(&self, method: &str, path: &str) -> Option<usize> {
+        self.levels()
+            .into_iter()
+            .find(|(r, _)| r.method == method && r.path == path)
+            .map(|(_, level)| level)
+    }
+
+    /// The highest level: how many round trips the requests so far cost.
+    pub(crate) fn depth(&self) -> usize {
+        self.levels().iter().map(|(_, l)| *l).max().unwrap_or(0)
     }
 
     /// How many requests had this method and path (any query).
@@ -257,6 +300,19 @@ impl Fake {
             .store()
             .blobs
             .contains_key(&(repository.to_string(), digest.clone()))
+    }
+
+    /// How many requests had this method.
+    pub(crate) fn count_method(&self, method: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method)
+            .count()
+    }
+
+    /// How many upload sessions are open (started, neither finished nor cancelled).
+    pub(crate) fn open_uploads(&self) -> usize {
+        self.shared.store().uploads.len()
     }
 
     /// The bytes of a manifest, by tag or digest.
@@ -374,9 +430,19 @@ fn serve(shared: &Shared, stream: TcpStream) {
         };
         let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let level = shared.done_level.load(Ordering::SeqCst) + 1;
+        shared.levels().push((
+            Request {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                query: req.query.clone(),
+            },
+            level,
+        ));
         let delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::sleep(delay);
         let response = shared.store().handle(&req);
+        shared.done_level.fetch_max(level, Ordering::SeqCst);
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if stream
             .write_all(&response.to_bytes(req.method == "HEAD"))
@@ -873,6 +939,25 @@ mod tests {
         assert_eq!(client.head_manifest(&fake.r("app:1")).unwrap(), None);
         assert_eq!(fake.tls_attempts(), 0, "no HTTPS attempt");
         assert_eq!(fake.count("GET", "/v2/"), 0, "no ping");
+    }
+
+    #[test]
+    fn with_https_a_registry_on_loopback_is_never_asked_in_plain_http() {
+        let fake = Fake::start();
+        let client = Client::new(Options {
+            timeout: CLIENT_TIMEOUT,
+            https: true,
+            ..Options::default()
+        })
+        .unwrap();
+        let err = client.head_manifest(&fake.r("app:1")).unwrap_err();
+        assert!(format!("{err:#}").contains("https:"), "{err:#}");
+        assert!(fake.tls_attempts() >= 1, "HTTPS tried");
+        assert_eq!(fake.requests(), [], "no plain HTTP request");
+        // Nor when a document says the registry speaks plain HTTP.
+        client.teach(fake.addr(), "http", "none");
+        assert!(client.head_manifest(&fake.r("app:1")).is_err());
+        assert_eq!(fake.requests(), []);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! whose connections are reused. Everything fetched is verified against its digest and
 //! kept as the exact bytes that were hashed.
 
+mod ahead;
 mod auth;
 mod cache;
 mod catalog;
@@ -16,6 +17,7 @@ pub mod secret;
 mod session;
 mod tls;
 
+pub use ahead::Ahead;
 use cache::Memo;
 pub use copy::{MAX_COPIES, Progress};
 pub use error::{ConnectError, ConnectKind, RegistryError};
@@ -386,7 +388,22 @@ impl Client {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<()> {
-        let mut location = self.start_upload(registry, repository)?;
+        self.upload_blob_into(None, registry, repository, digest, bytes)
+    }
+
+    /// `upload_blob`, into the session opened `ahead` for it when there is one.
+    pub(super) fn upload_blob_into(
+        &self,
+        ahead: Option<&Ahead>,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let mut location = match self.take_session(ahead, registry, repository)? {
+            Some(location) => location,
+            None => self.start_upload(registry, repository)?,
+        };
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(&format!("digest={digest}"));
         let headers = [("Content-Type", "application/octet-stream")];

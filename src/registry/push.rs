@@ -8,7 +8,7 @@
 //! may be written, is the caller's decision.
 
 use super::copy::{Copy, MAX_COPIES};
-use super::{Client, Mount, RegistryError};
+use super::{Ahead, Client, Mount, RegistryError};
 use crate::oci::digest::Digest;
 use anyhow::{Context, Result, bail};
 use std::sync::Mutex;
@@ -41,6 +41,8 @@ pub struct Push<'a> {
     pub dry_run: bool,
     /// Never copy layer data: refuse where a mount cannot do.
     pub no_copy: bool,
+    /// What was sent ahead for this push: the upload uses its session.
+    pub ahead: Option<&'a Ahead>,
 }
 
 /// How a blob came to be in the target repository.
@@ -326,7 +328,7 @@ impl Client {
                 });
             }
             // No HEAD first: the blob is new, or uploading it again is cheap.
-            self.upload_blob(p.registry, p.repository, digest, bytes)?;
+            self.upload_blob_into(p.ahead, p.registry, p.repository, digest, bytes)?;
             Ok(Placed::Uploaded)
         })
     }
@@ -519,6 +521,7 @@ mod tests {
             upload: Some((&img.config_digest, &img.config)),
             dry_run: false,
             no_copy: false,
+            ahead: None,
         }
     }
 

@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct Options {
     /// Allow plain HTTP and unverified certificates for registries not on loopback.
     pub insecure: bool,
+    /// Speak only HTTPS, to loopback registries too (never plain HTTP).
+    pub https: bool,
     /// Log every request (method, URL, status) and retry to stderr.
     pub verbose: bool,
     /// Extra CA certificates (PEM) to trust.
@@ -36,6 +38,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             insecure: false,
+            https: false,
             verbose: false,
             ca_cert: None,
             timeout: Duration::from_secs(30),
@@ -217,9 +220,11 @@ impl Transport {
 
     /// The schemes to try for a registry, in order: on loopback plain HTTP first (a local
     /// registry most often speaks it, and a failed TLS attempt costs two round trips),
-    /// elsewhere HTTPS, then plain HTTP only with --insecure.
+    /// elsewhere HTTPS, then plain HTTP only with --insecure; only HTTPS with --https.
     fn schemes(&self, registry: &str) -> &'static [&'static str] {
-        if is_loopback_host(registry) {
+        if self.options.https {
+            &["https"]
+        } else if is_loopback_host(registry) {
             &["http", "https"]
         } else if self.options.insecure {
             &["https", "http"]
@@ -666,7 +671,9 @@ fn learn(st: &mut State, challenge: Challenge, sent: bool) -> bool {
                     .iter()
                     .flat_map(|s| s.split_whitespace().map(str::to_string)),
             );
-            if let Some(t) = st.token.take() {
+            // A token this request was not sent with (several first requests go out at
+            // once, before any token) is not the one refused: it stays for the others.
+            if let Some(t) = st.token.take_if(|_| sent) {
                 wanted.extend(t.requested);
             }
             st.wanted = auth::merge_scopes(&wanted);

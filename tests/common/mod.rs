@@ -152,6 +152,33 @@ impl Registry {
             .collect()
     }
 
+    /// Asserts that the requests after `mark` changed nothing: only reads, but for upload
+    /// sessions opened (`POST .../blobs/uploads/`, no mount) and each cancelled (`DELETE`).
+    pub fn assert_nothing_written_since(&self, mark: usize) {
+        let requests = self.requests_since(mark);
+        let session = |method: &str, uri: &str| {
+            uri.contains("/blobs/uploads/")
+                && (method == "DELETE" || (method == "POST" && !uri.contains("mount=")))
+        };
+        for (method, uri, _) in &requests {
+            assert!(
+                method == "GET" || method == "HEAD" || session(method, uri),
+                "nothing written: {method} {uri}"
+            );
+        }
+        let count = |m: &str| {
+            requests
+                .iter()
+                .filter(|(method, uri, _)| method == m && session(method, uri))
+                .count()
+        };
+        assert_eq!(
+            count("POST"),
+            count("DELETE"),
+            "every upload session opened is cancelled: {requests:#?}"
+        );
+    }
+
     /// The raw manifest bytes of `reference` (repository:tag or repository@digest).
     pub fn manifest(&self, repo_ref: &str) -> Option<(Vec<u8>, Value)> {
         let (repo, r) = split_repo_ref(repo_ref);
