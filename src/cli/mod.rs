@@ -177,6 +177,7 @@ fn rebase_one(
         push: args.push.options(g.registry.as_deref())?,
         same_labels: args.require_same_label.clone(),
         found: None,
+        open_early: true,
     };
     let explicit = explicit_credential(g, true)?;
     // Bases by tag once for the run: the rebase fetches them ahead, while the image is.

@@ -229,6 +229,7 @@ fn spec_of(d: &Defaults, line: &str) -> Result<Planned> {
             .as_deref()
             .map(|s| s.parse::<Digest>().context("\"digest\""))
             .transpose()?,
+        open_early: false,
     };
     Ok(Planned {
         image: entry.image,

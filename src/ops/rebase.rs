@@ -28,6 +28,12 @@ pub struct Spec {
     /// The digest the image's tag must still hold (`find` saw it there); else the image
     /// is skipped as moved.
     pub found: Option<Digest>,
+    /// Open the config's upload session with the first requests, before anything shows
+    /// that an upload will come (cancelled when none does): a single rebase, whose
+    /// connections are all new, gets one more to use for the next requests. A fleet,
+    /// whose connections are warm and whose re-runs upload nothing, opens it once the
+    /// bases' manifests show an upload will come.
+    pub open_early: bool,
 }
 
 impl Spec {
@@ -167,11 +173,17 @@ fn fetch_image(
             scope.spawn(prefetch(r.clone()));
         }
         scope.spawn(|| client.head_ahead(ahead));
+        if spec.open_early && !spec.push.dry_run {
+            scope.spawn(|| client.open_ahead(ahead));
+        }
         let fetched = fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts);
         if let Some(want) = &spec.found {
             unmoved(&spec.image, want, doc, fetched.as_ref().err())?;
         }
         fetched?;
+        // The requests that waited for the image go out together, on the connections
+        // of the answers that came with it.
+        client.settle(&spec.image.registry);
         // The bases the image's annotations name, both at once.
         let view = fetch_manifest::detection_view(doc).ok();
         let annotated = |wanted: bool, base: fn(&View) -> Result<Option<Reference>>| {
@@ -193,7 +205,8 @@ fn fetch_image(
         // bases' manifests show there will be an upload.
         let image = doc.unit.image.as_ref().filter(|_| !doc.is_index());
         let image_layers = image.and_then(|i| layer_digests(&i.manifest));
-        if let (Some(image), Some(new_base), false) = (image_layers, new_base, spec.push.dry_run) {
+        let later = !spec.open_early && !spec.push.dry_run;
+        if let (Some(image), Some(new_base), true) = (image_layers, new_base, later) {
             scope.spawn(move || {
                 if will_upload(client, &image, old_base.as_ref(), &new_base)
                     && !client.tag_held(ahead)
@@ -383,13 +396,14 @@ mod tests {
             },
             same_labels: vec![],
             found: None,
+            open_early: false,
         }
     }
 
     /// Rebases app:1 (on base:v1, which its annotations name) onto base:v2 at the tag
     /// "rebased", with every request 50 ms away; the fake registry, which knows each
     /// request's level (how many answers it waited for, one after another).
-    fn rebased(old_base: Option<&str>) -> Fake {
+    fn rebased(old_base: Option<&str>, open_early: bool) -> Fake {
         let fake = Fake::start();
         let v1 = image(&fake, "base:v1", &["b1"], json!({}));
         image(&fake, "base:v2", &["b2"], json!({}));
@@ -401,7 +415,11 @@ mod tests {
         fake.clear_requests();
         fake.delay(std::time::Duration::from_millis(50));
         let client = fake.run_client();
-        let doc = rebase(&client, &spec(&fake, old_base), &mut vec![]).unwrap();
+        let spec = Spec {
+            open_early,
+            ..spec(&fake, old_base)
+        };
+        let doc = rebase(&client, &spec, &mut vec![]).unwrap();
         let written = fake
             .manifest("app", "rebased")
             .expect("the result is written");
@@ -416,6 +434,10 @@ mod tests {
         );
         assert_eq!(fake.open_uploads(), 0);
         fake
+    }
+
+    fn fake_digest(fake: &Fake, repository: &str, tag: &str) -> Digest {
+        Digest::of(&fake.manifest(repository, tag).expect("a manifest"))
     }
 
     /// The level of the upload's POST (not a mount) and of its PUT.
@@ -436,20 +458,24 @@ mod tests {
 
     #[test]
     fn an_explicit_rebase_waits_for_four_answers_one_after_another() {
-        let fake = rebased(Some("base:v1"));
-        // 1: the three manifests and the target tag's HEAD; 2: the three configs and the
-        // config's upload session; 3: the mount and the config's PUT; 4: the manifest PUT.
+        // 1: the three manifests, the target tag's HEAD and the config's upload session;
+        // 2: the three configs; 3: the mount and the config's PUT; 4: the manifest PUT.
+        let fake = rebased(Some("base:v1"), true);
         assert_eq!(fake.depth(), 4, "{:#?}", fake.levels());
         assert_eq!(fake.level_of("HEAD", "/v2/app/manifests/rebased"), Some(1));
-        assert_eq!(upload_levels(&fake), (Some(2), Some(3)));
+        assert_eq!(upload_levels(&fake), (Some(1), Some(3)));
         assert_eq!(fake.level_of("PUT", "/v2/app/manifests/rebased"), Some(4));
+        // Opened once the manifests show an upload will come: with the configs.
+        let fake = rebased(Some("base:v1"), false);
+        assert_eq!(fake.depth(), 4, "{:#?}", fake.levels());
+        assert_eq!(upload_levels(&fake), (Some(2), Some(3)));
     }
 
     #[test]
     fn an_annotated_rebase_waits_for_one_answer_more() {
         // The old base the image's annotations name is asked for once the image is
         // there, along with the image's config and the new base's.
-        let fake = rebased(None);
+        let fake = rebased(None, true);
         assert_eq!(fake.depth(), 5, "{:#?}", fake.levels());
         let old = fake
             .levels()
@@ -457,9 +483,30 @@ mod tests {
             .find(|(r, _)| r.path.starts_with("/v2/base/manifests/sha256:"))
             .map(|(_, l)| l);
         assert_eq!(old, Some(2));
-        // The session waits for the old base's manifest (the image must be on it), and
-        // is there before the old base's config.
+        assert_eq!(upload_levels(&fake), (Some(1), Some(4)));
+        // Opened later, the session waits for the old base's manifest (the image must be
+        // on it), and is there before the old base's config.
+        let fake = rebased(None, false);
+        assert_eq!(fake.depth(), 5, "{:#?}", fake.levels());
         assert_eq!(upload_levels(&fake), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn a_session_opened_with_the_first_requests_is_cancelled_when_nothing_is_uploaded() {
+        let fake = Fake::start();
+        image(&fake, "base:v1", &["b1"], json!({}));
+        image(&fake, "base:v2", &["b2"], json!({}));
+        image(&fake, "app:1", &["b2", "app"], json!({}));
+        let spec = Spec {
+            open_early: true,
+            ..spec(&fake, Some("base:v1"))
+        };
+        let doc = rebase(&fake.run_client(), &spec, &mut vec![]).unwrap();
+        // Already on the new base: its tag "rebased" gets the image as it is.
+        assert_eq!(final_pushed(&doc).digest, fake_digest(&fake, "app", "1"));
+        assert_eq!(fake.count("POST", "/v2/app/blobs/uploads/"), 1);
+        assert_eq!(fake.count_method("DELETE"), 1, "{:#?}", fake.requests());
+        assert_eq!(fake.open_uploads(), 0);
     }
 
     #[test]

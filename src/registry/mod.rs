@@ -84,6 +84,11 @@ impl Client {
         self.transport.learnt()
     }
 
+    /// See `Transport::settle`.
+    pub fn settle(&self, registry: &str) {
+        self.transport.settle(registry)
+    }
+
     /// See `Transport::teach`.
     pub fn teach(&self, registry: &str, scheme: &str, auth: &str) {
         self.transport.teach(registry, scheme, auth)

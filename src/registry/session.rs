@@ -69,6 +69,9 @@ struct Registry {
     /// follow use it without trying schemes again.
     answered: Mutex<Option<String>>,
     state: Mutex<State>,
+    /// The quickest answer seen from it, in microseconds (0: none yet): about one round
+    /// trip on a kept-alive connection.
+    quickest_us: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -378,16 +381,38 @@ impl Transport {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<ureq::Response> {
+        let reg = self.registry(registry);
         self.send_authenticated(
             registry,
             method,
             target,
             true,
             |url, authorization, retry| {
-                self.http
-                    .send_retrying(method, url, headers, authorization, body, retry)
+                let sent = std::time::Instant::now();
+                let answer =
+                    self.http
+                        .send_retrying(method, url, headers, authorization, body, retry);
+                if answer.is_ok() {
+                    let us = sent.elapsed().as_micros().clamp(1, u64::MAX as u128) as u64;
+                    let quickest = &reg.quickest_us;
+                    let _ = quickest.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                        (q == 0 || us < q).then_some(us)
+                    });
+                }
+                answer
             },
         )
+    }
+
+    /// Waits a twentieth of the quickest answer seen from `registry` (at most 5 ms), for
+    /// requests sent as soon as one answer came back: the answers that came with it
+    /// return their connections in that time, and a request that finds none opens a new
+    /// one, a round trip more (two with TLS). On loopback that is microseconds.
+    pub fn settle(&self, registry: &str) {
+        let quickest = self.registry(registry).quickest_us.load(Ordering::SeqCst);
+        if quickest > 0 {
+            std::thread::sleep(Duration::from_micros((quickest / 20).min(5_000)));
+        }
     }
 
     /// Sends one request of a blob copy (see `Http::send_stream`): a GET of the blob,
