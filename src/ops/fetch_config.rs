@@ -21,26 +21,30 @@ pub fn step(client: &Client, doc: &mut Document) -> Result<()> {
         wanted.extend(missing(unit).map(|s| (platform.clone(), s)));
     }
     for group in wanted.chunks_mut(AT_ONCE) {
+        // The first on this thread, each other on one of its own.
+        let (first, others) = group.split_first_mut().expect("chunks are not empty");
         std::thread::scope(|scope| {
-            let fetches: Vec<_> = group
+            let fetches: Vec<_> = others
                 .iter_mut()
-                .map(|(platform, (role, section))| {
-                    let platform = platform.as_deref();
-                    scope.spawn(move || match platform {
-                        Some(p) => {
-                            fill(client, *role, section).with_context(|| format!("platform {p}"))
-                        }
-                        None => fill(client, *role, section),
-                    })
-                })
+                .map(|one| scope.spawn(move || fill_one(client, one)))
                 .collect();
+            let first = fill_one(client, first);
             fetches
                 .into_iter()
                 .map(|f| f.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<()>>>()
+                .fold(first, Result::and)
         })?;
     }
     Ok(())
+}
+
+/// Fetches one section's config, naming its platform in an error.
+fn fill_one(client: &Client, one: &mut (Option<String>, (Role, &mut ImageSection))) -> Result<()> {
+    let (platform, (role, section)) = one;
+    match platform {
+        Some(p) => fill(client, *role, section).with_context(|| format!("platform {p}")),
+        None => fill(client, *role, section),
+    }
 }
 
 /// One unit's configs, one after another (fleet mode runs many units at once already).

@@ -62,9 +62,40 @@ pub fn rebase(client: &Client, spec: &Spec, notes: &mut Vec<String>) -> Result<D
         check_template(template)?;
     }
     let ahead = Arc::new(ahead_for(spec));
+    declare_scopes(client, spec, &ahead)?;
     let done = rebase_with(client, spec, &ahead, notes);
     client.cancel_ahead(&ahead);
     done
+}
+
+/// Tells the client every right the rebase will ask of each registry it names, so that
+/// the first token it fetches covers them all (one token a registry and run): pull,push
+/// on the target (pull only for a dry run), pull on the image's and the bases'
+/// repositories. Bases that only the image names are asked for as they come.
+fn declare_scopes(client: &Client, spec: &Spec, ahead: &Ahead) -> Result<()> {
+    let (registry, repository) = ahead.target_repository();
+    let actions = if spec.push.dry_run {
+        "pull"
+    } else {
+        "pull,push"
+    };
+    let mut scopes = vec![format!("repository:{repository}:{actions}")];
+    for r in [
+        Some(&spec.image),
+        spec.old_base.as_ref(),
+        spec.new_base.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let pull = format!("repository:{}:pull", r.repository);
+        if r.registry != registry {
+            client.want_scopes(&r.registry, &[pull])?;
+        } else if r.repository != repository && !scopes.contains(&pull) {
+            scopes.push(pull);
+        }
+    }
+    client.want_scopes(registry, &scopes)
 }
 
 /// What can be sent ahead for the push before anything is fetched: the target is known
@@ -172,7 +203,9 @@ fn fetch_image(
         for r in [&spec.old_base, &spec.new_base].into_iter().flatten() {
             scope.spawn(prefetch(r.clone()));
         }
-        scope.spawn(|| client.head_ahead(ahead));
+        if ahead.asks_head() {
+            scope.spawn(|| client.head_ahead(ahead));
+        }
         if spec.open_early && !spec.push.dry_run {
             scope.spawn(|| client.open_ahead(ahead));
         }
@@ -182,8 +215,10 @@ fn fetch_image(
         }
         fetched?;
         // The requests that waited for the image go out together, on the connections
-        // of the answers that came with it.
-        client.settle(&spec.image.registry);
+        // of the answers that came with it (a fleet's connections are warm already).
+        if spec.open_early {
+            client.settle(&spec.image.registry);
+        }
         // The bases the image's annotations name, both at once.
         let view = fetch_manifest::detection_view(doc).ok();
         let annotated = |wanted: bool, base: fn(&View) -> Result<Option<Reference>>| {

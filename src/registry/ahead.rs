@@ -43,6 +43,16 @@ impl Ahead {
         }
     }
 
+    /// The registry and repository the push goes to.
+    pub fn target_repository(&self) -> (&str, &str) {
+        (&self.registry, &self.repository)
+    }
+
+    /// Whether a HEAD of a tag is to be sent (see `Client::head_ahead`).
+    pub fn asks_head(&self) -> bool {
+        self.tag.is_some()
+    }
+
     /// Whether this was sent for a push to `registry/repository`.
     pub fn is_for(&self, registry: &str, repository: &str) -> bool {
         self.registry == registry && self.repository == repository
