@@ -142,7 +142,7 @@ mod tests {
             fetch_manifest::step(&client, &mut doc, role, Some(&fake.r(name)), &opts).unwrap();
         }
         fake.clear_requests();
-        fake.delay(std::time::Duration::from_millis(50));
+        fake.delay(crate::registry::fake::AWAY);
         step(&client, &mut doc).unwrap();
         let levels: Vec<usize> = fake.levels().into_iter().map(|(_, l)| l).collect();
         assert_eq!(levels, [1, 1, 1], "{:#?}", fake.levels());

@@ -1049,7 +1049,7 @@ mod tests {
         let fake = Fake::start();
         let mut doc = document(&fake, "rebased");
         fake.clear_requests();
-        fake.delay(std::time::Duration::from_millis(50));
+        fake.delay(crate::registry::fake::AWAY);
         step(&fake.client(), &mut doc, &PushOptions::default()).unwrap();
         let level = |method: &str, mount: bool| {
             fake.levels()

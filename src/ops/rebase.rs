@@ -448,7 +448,7 @@ mod tests {
         });
         image(&fake, "app:1", &["b1", "app"], annotations);
         fake.clear_requests();
-        fake.delay(std::time::Duration::from_millis(50));
+        fake.delay(crate::registry::fake::AWAY);
         let client = fake.run_client();
         let spec = Spec {
             open_early,
@@ -561,7 +561,7 @@ mod tests {
         rebase(&client, &fleet("1"), &mut vec![]).unwrap();
         // The bases are known now, as for every image of a fleet but the first.
         fake.clear_requests();
-        fake.delay(std::time::Duration::from_millis(50));
+        fake.delay(crate::registry::fake::AWAY);
         rebase(&client, &fleet("2"), &mut vec![]).unwrap();
         // Manifest; config and upload session; config PUT; manifest PUT.
         assert_eq!(fake.depth(), 4, "{:#?}", fake.levels());
@@ -613,7 +613,7 @@ mod tests {
             "org.opencontainers.image.base.digest": v1,
         });
         image(&fake, "app:1", &["b1", "app"], annotations);
-        fake.delay(std::time::Duration::from_millis(50));
+        fake.delay(crate::registry::fake::AWAY);
         let spec = Spec {
             new_base: None,
             ..spec(&fake, None)

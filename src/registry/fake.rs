@@ -34,6 +34,10 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// The timeout of the clients made by `Fake::client`: a test never waits longer on one
 /// request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A delay (see `delay`) far longer than the client's own work between an answer and
+/// the requests it lets go, even on a loaded machine: with it, `levels` counts round
+/// trips.
+pub(crate) const AWAY: Duration = Duration::from_millis(100);
 
 /// One request as the registry read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
