@@ -627,6 +627,44 @@ mod tests {
     }
 
     #[test]
+    fn the_rights_of_the_whole_run_are_declared_before_the_first_request() {
+        let fake = Fake::start();
+        let client = fake.client();
+        let elsewhere = Spec {
+            push: PushOptions {
+                to: Some(("other.example".into(), "team/app".into())),
+                ..PushOptions::default()
+            },
+            ..spec(&fake, Some("base:v1"))
+        };
+        declare_scopes(&client, &elsewhere, &ahead_for(&elsewhere)).unwrap();
+        assert_eq!(
+            client.wanted("other.example"),
+            ["repository:team/app:pull,push"]
+        );
+        // The sources, each asked for as it came (the newest first).
+        assert_eq!(
+            client.wanted(fake.addr()),
+            ["repository:base:pull", "repository:app:pull"]
+        );
+        // On the image's own registry, the target first; a dry run asks for pull only.
+        let client = fake.client();
+        let dry = Spec {
+            push: PushOptions {
+                dry_run: true,
+                ..PushOptions::default()
+            },
+            ..spec(&fake, Some("base:v1"))
+        };
+        declare_scopes(&client, &dry, &ahead_for(&dry)).unwrap();
+        assert_eq!(
+            client.wanted(fake.addr()),
+            ["repository:app:pull", "repository:base:pull"]
+        );
+        assert_eq!(fake.requests(), []);
+    }
+
+    #[test]
     fn tag_templates() {
         let d = Digest::of(b"x");
         let short = &d.as_str()[7..19];

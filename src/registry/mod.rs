@@ -84,6 +84,12 @@ impl Client {
         self.transport.learnt()
     }
 
+    /// See `Transport::wanted`.
+    #[cfg(test)]
+    pub(crate) fn wanted(&self, registry: &str) -> Vec<String> {
+        self.transport.wanted(registry)
+    }
+
     /// See `Transport::settle`.
     pub fn settle(&self, registry: &str) {
         self.transport.settle(registry)

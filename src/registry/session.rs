@@ -360,6 +360,12 @@ impl Transport {
         Ok(())
     }
 
+    /// The scopes the next token for `registry` would ask for (see `want`).
+    #[cfg(test)]
+    pub(crate) fn wanted(&self, registry: &str) -> Vec<String> {
+        self.registry(registry).state().wanted.clone()
+    }
+
     /// Resolves a path or a Location header against the registry.
     pub fn resolve(&self, registry: &str, location: &str) -> Result<String> {
         if location.starts_with("http://") || location.starts_with("https://") {
