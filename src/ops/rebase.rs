@@ -209,7 +209,9 @@ fn fetch_image(
         if spec.open_early && !spec.push.dry_run {
             scope.spawn(|| client.open_ahead(ahead));
         }
+        let sent = std::time::Instant::now();
         let fetched = fetch_manifest::step(client, doc, Role::Image, Some(&spec.image), opts);
+        let answered = std::time::Instant::now();
         if let Some(want) = &spec.found {
             unmoved(&spec.image, want, doc, fetched.as_ref().err())?;
         }
@@ -217,7 +219,7 @@ fn fetch_image(
         // The requests that waited for the image go out together, on the connections
         // of the answers that came with it (a fleet's connections are warm already).
         if spec.open_early {
-            client.settle(&spec.image.registry);
+            client.settle(&spec.image.registry, sent, answered);
         }
         // The bases the image's annotations name, both at once.
         let view = fetch_manifest::detection_view(doc).ok();
@@ -614,8 +616,12 @@ mod tests {
         });
         image(&fake, "app:1", &["b1", "app"], annotations);
         fake.delay(crate::registry::fake::AWAY);
+        // The target's HEAD and the upload session answer a little after the image.
+        fake.slower("HEAD", std::time::Duration::from_millis(10));
+        fake.slower("POST", std::time::Duration::from_millis(10));
         let spec = Spec {
             new_base: None,
+            open_early: true,
             ..spec(&fake, None)
         };
         let doc = rebase(&fake.run_client(), &spec, &mut vec![]).unwrap();
@@ -624,6 +630,11 @@ mod tests {
         // The image's config, the old base's manifest and the new base's at once.
         assert!(fake.most_in_flight() >= 3, "{}", fake.most_in_flight());
         assert_eq!(fake.depth(), 5, "{:#?}", fake.levels());
+        assert_eq!(upload_levels(&fake), (Some(1), Some(4)));
+        // On the three connections the first requests opened (the image's manifest, the
+        // target's HEAD, the upload session): the requests that waited for the image wait
+        // for the other two to come back too, rather than open more.
+        assert_eq!(fake.connections(), 3);
     }
 
     #[test]

@@ -108,6 +108,8 @@ struct Shared {
     store: Mutex<Store>,
     /// How long each request waits before it is handled (a distant registry).
     delay: Mutex<Duration>,
+    /// How much longer requests with a method wait (a registry slower at some work).
+    slower: Mutex<Vec<(String, Duration)>>,
     /// Requests being handled now, and the most there ever were at once.
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
@@ -119,6 +121,8 @@ struct Shared {
     done_level: AtomicUsize,
     /// Connections that began with a TLS handshake record.
     tls_attempts: AtomicUsize,
+    /// Connections accepted.
+    connections: AtomicUsize,
     stop: AtomicBool,
     started: Instant,
 }
@@ -155,11 +159,13 @@ impl Fake {
         let shared = Arc::new(Shared {
             store: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
+            slower: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
             levels: Mutex::default(),
             done_level: AtomicUsize::new(0),
             tls_attempts: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             started: Instant::now(),
         });
@@ -299,6 +305,11 @@ impl Fake {
         self.shared.tls_attempts.load(Ordering::SeqCst)
     }
 
+    /// How many connections clients opened.
+    pub(crate) fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn has_blob(&self, repository: &str, digest: &Digest) -> bool {
         self.shared
             .store()
@@ -368,6 +379,12 @@ impl Fake {
         *self.shared.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
     }
 
+    /// Makes requests with this method wait `more` on top of `delay`.
+    pub(crate) fn slower(&self, method: &str, more: Duration) {
+        let mut slower = self.shared.slower.lock().unwrap_or_else(|e| e.into_inner());
+        slower.push((method.to_string(), more));
+    }
+
     /// The most requests that were being handled at once.
     pub(crate) fn most_in_flight(&self) -> usize {
         self.shared.most_in_flight.load(Ordering::SeqCst)
@@ -396,6 +413,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         match listener.accept() {
             Ok((stream, _)) => {
                 accepted += 1;
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let s = shared.clone();
                 connections.push(std::thread::spawn(move || serve(&s, stream)));
             }
@@ -443,7 +461,17 @@ fn serve(shared: &Shared, stream: TcpStream) {
             },
             level,
         ));
-        let delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
+        let mut delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
+        for (method, more) in shared
+            .slower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if *method == req.method {
+                delay += *more;
+            }
+        }
         std::thread::sleep(delay);
         let response = shared.store().handle(&req);
         shared.done_level.fetch_max(level, Ordering::SeqCst);

@@ -91,8 +91,8 @@ impl Client {
     }
 
     /// See `Transport::settle`.
-    pub fn settle(&self, registry: &str) {
-        self.transport.settle(registry)
+    pub fn settle(&self, registry: &str, sent: std::time::Instant, answered: std::time::Instant) {
+        self.transport.settle(registry, sent, answered)
     }
 
     /// See `Transport::teach`.

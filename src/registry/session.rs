@@ -13,8 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How to reach registries.
 #[derive(Clone, Debug)]
@@ -69,14 +69,19 @@ struct Registry {
     /// follow use it without trying schemes again.
     answered: Mutex<Option<String>>,
     state: Mutex<State>,
-    /// The quickest answer seen from it, in microseconds (0: none yet): about one round
-    /// trip on a kept-alive connection.
-    quickest_us: std::sync::atomic::AtomicU64,
+    /// When each request now waiting for its answer was sent; `landed` is told when one
+    /// is answered.
+    flying: Mutex<Vec<Instant>>,
+    landed: Condvar,
 }
 
 impl Registry {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flying(&self) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+        self.flying.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -394,30 +399,43 @@ impl Transport {
             target,
             true,
             |url, authorization, retry| {
-                let sent = std::time::Instant::now();
+                let sent = Instant::now();
+                reg.flying().push(sent);
                 let answer =
                     self.http
                         .send_retrying(method, url, headers, authorization, body, retry);
-                if answer.is_ok() {
-                    let us = sent.elapsed().as_micros().clamp(1, u64::MAX as u128) as u64;
-                    let quickest = &reg.quickest_us;
-                    let _ = quickest.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                        (q == 0 || us < q).then_some(us)
-                    });
+                let mut flying = reg.flying();
+                if let Some(i) = flying.iter().position(|t| *t == sent) {
+                    flying.swap_remove(i);
                 }
+                reg.landed.notify_all();
                 answer
             },
         )
     }
 
-    /// Waits a twentieth of the quickest answer seen from `registry` (at most 5 ms), for
-    /// requests sent as soon as one answer came back: the answers that came with it
-    /// return their connections in that time, and a request that finds none opens a new
-    /// one, a round trip more (two with TLS). On loopback that is microseconds.
-    pub fn settle(&self, registry: &str) {
-        let quickest = self.registry(registry).quickest_us.load(Ordering::SeqCst);
-        if quickest > 0 {
-            std::thread::sleep(Duration::from_micros((quickest / 20).min(5_000)));
+    /// For requests sent as soon as the answer to one sent at `sent` came back at
+    /// `answered`: waits for the requests to `registry` that went out with that one (sent
+    /// within half its round trip of it) to be answered too, at most a quarter of its
+    /// round trip. Their connections are then free for the new requests, which would
+    /// otherwise open new ones: a round trip more, two with TLS. On loopback that is
+    /// microseconds.
+    pub fn settle(&self, registry: &str, sent: Instant, answered: Instant) {
+        let trip = answered.saturating_duration_since(sent);
+        let with_it = sent + trip / 2;
+        let deadline = answered + trip / 4;
+        let reg = self.registry(registry);
+        let mut flying = reg.flying();
+        while flying.iter().any(|t| *t <= with_it) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            flying = reg
+                .landed
+                .wait_timeout(flying, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
