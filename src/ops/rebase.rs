@@ -417,6 +417,13 @@ mod tests {
         fake.put_manifest(repository, Some(tag), OCI_MANIFEST, &bytes)
     }
 
+    /// Stores base:v1 (one layer, b1) and base:v2 (b2); base:v1's digest.
+    fn bases(fake: &Fake) -> Digest {
+        let v1 = image(fake, "base:v1", &["b1"], json!({}));
+        image(fake, "base:v2", &["b2"], json!({}));
+        v1
+    }
+
     fn spec(fake: &Fake, old_base: Option<&str>) -> Spec {
         Spec {
             image: fake.r("app:1"),
@@ -442,8 +449,7 @@ mod tests {
     /// request's level (how many answers it waited for, one after another).
     fn rebased(old_base: Option<&str>, open_early: bool) -> Fake {
         let fake = Fake::start();
-        let v1 = image(&fake, "base:v1", &["b1"], json!({}));
-        image(&fake, "base:v2", &["b2"], json!({}));
+        let v1 = bases(&fake);
         let annotations = json!({
             "org.opencontainers.image.base.name": format!("{}/base:v1", fake.addr()),
             "org.opencontainers.image.base.digest": v1,
@@ -531,8 +537,7 @@ mod tests {
     #[test]
     fn a_session_opened_with_the_first_requests_is_cancelled_when_nothing_is_uploaded() {
         let fake = Fake::start();
-        image(&fake, "base:v1", &["b1"], json!({}));
-        image(&fake, "base:v2", &["b2"], json!({}));
+        bases(&fake);
         image(&fake, "app:1", &["b2", "app"], json!({}));
         let spec = Spec {
             open_early: true,
@@ -549,8 +554,7 @@ mod tests {
     #[test]
     fn the_upload_session_is_opened_with_the_config_s_fetch_and_only_when_needed() {
         let fake = Fake::start();
-        image(&fake, "base:v1", &["b1"], json!({}));
-        image(&fake, "base:v2", &["b2"], json!({}));
+        bases(&fake);
         image(&fake, "app:1", &["b1", "app"], json!({}));
         image(&fake, "app:2", &["b1", "app two"], json!({}));
         image(&fake, "app:3", &["b2", "app three"], json!({}));
@@ -579,8 +583,7 @@ mod tests {
     #[test]
     fn no_session_is_opened_ahead_for_a_tag_that_holds_something_or_an_image_not_on_the_old_base() {
         let fake = Fake::start();
-        image(&fake, "base:v1", &["b1"], json!({}));
-        image(&fake, "base:v2", &["b2"], json!({}));
+        bases(&fake);
         image(&fake, "app:1", &["b1", "app"], json!({}));
         // The target tag holds something else (a re-run's result, or here another
         // image: the rebase is refused): the push decides, after its check.
@@ -606,8 +609,7 @@ mod tests {
     #[test]
     fn with_no_base_given_both_annotated_bases_are_fetched_while_the_image_s_config_is() {
         let fake = Fake::start();
-        let v1 = image(&fake, "base:v1", &["b1"], json!({}));
-        image(&fake, "base:v2", &["b2"], json!({}));
+        let v1 = bases(&fake);
         let v2 = fake.manifest("base", "v2").expect("base:v2");
         fake.put_manifest("base", Some("stable"), OCI_MANIFEST, &v2);
         let annotations = json!({
