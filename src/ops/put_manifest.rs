@@ -313,23 +313,14 @@ fn index_is_rebase_of(
     Ok(true)
 }
 
-/// One token per registry for the whole push: pull,push on the target and pull on each
-/// repository of the same registry that blobs may be mounted from; pull on each
-/// repository of another registry that blobs may be copied from.
+/// One token per registry for the whole push (see `Client::want_push`): the sources are
+/// the document's sections.
 fn declare_scopes(client: &Client, doc: &Unit, target: &Target) -> Result<()> {
-    let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
-    for s in [Role::NewBase, Role::Image, Role::OldBase]
+    let sources = [Role::NewBase, Role::Image, Role::OldBase]
         .into_iter()
         .filter_map(|r| doc.section(r))
-    {
-        let pull = format!("repository:{}:pull", s.repository);
-        if s.registry != target.registry {
-            client.want_scopes(&s.registry, &[pull])?;
-        } else if s.repository != target.repository {
-            scopes.push(pull);
-        }
-    }
-    client.want_scopes(&target.registry, &scopes)
+        .map(|s| (s.registry.as_str(), s.repository.as_str()));
+    client.want_push(&target.registry, &target.repository, "pull,push", sources)
 }
 
 fn target_ref(target: &Target, digest: Option<&Digest>) -> Reference {

@@ -79,23 +79,15 @@ fn declare_scopes(client: &Client, spec: &Spec, ahead: &Ahead) -> Result<()> {
     } else {
         "pull,push"
     };
-    let mut scopes = vec![format!("repository:{repository}:{actions}")];
-    for r in [
+    let sources = [
         Some(&spec.image),
         spec.old_base.as_ref(),
         spec.new_base.as_ref(),
     ]
     .into_iter()
     .flatten()
-    {
-        let pull = format!("repository:{}:pull", r.repository);
-        if r.registry != registry {
-            client.want_scopes(&r.registry, &[pull])?;
-        } else if r.repository != repository && !scopes.contains(&pull) {
-            scopes.push(pull);
-        }
-    }
-    client.want_scopes(registry, &scopes)
+    .map(|r| (r.registry.as_str(), r.repository.as_str()));
+    client.want_push(registry, repository, actions, sources)
 }
 
 /// What can be sent ahead for the push before anything is fetched: the target is known

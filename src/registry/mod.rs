@@ -437,6 +437,29 @@ impl Client {
         self.transport.want(registry, scopes)
     }
 
+    /// Declares what a push to `registry/repository` needs, so that one token a registry
+    /// covers it: `actions` on the target (first), pull on each source repository of the
+    /// same registry that blobs may be mounted from, and pull on each source of another
+    /// registry, from that registry, for blobs copied from there.
+    pub fn want_push<'a>(
+        &self,
+        registry: &str,
+        repository: &str,
+        actions: &str,
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<()> {
+        let mut scopes = vec![format!("repository:{repository}:{actions}")];
+        for (source_registry, source) in sources {
+            let pull = format!("repository:{source}:pull");
+            if source_registry != registry {
+                self.want_scopes(source_registry, &[pull])?;
+            } else if source != repository && !scopes.contains(&pull) {
+                scopes.push(pull);
+            }
+        }
+        self.want_scopes(registry, &scopes)
+    }
+
     /// PUTs a manifest under a tag or its digest; returns the digest the registry reports.
     pub fn put_manifest(
         &self,
